@@ -1,0 +1,130 @@
+"""Atomic publication of artifacts: write into a temp dir, mark it complete, rename.
+
+A reader trusts a directory only when it holds the completion marker, and the marker is
+written last, inside the temp dir, before the single ``rename`` that publishes it. A crash
+at any moment therefore leaves either the old state or the complete new one, plus at most a
+``*.tmp-*`` leftover that :func:`clean_leftovers` removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "COMPLETE_MARKER",
+    "atomic_dir",
+    "atomic_write_text",
+    "atomic_write_json",
+    "is_complete",
+    "clean_leftovers",
+]
+
+COMPLETE_MARKER = "COMPLETE"
+_TMP_INFIX = ".tmp-"
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def is_complete(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a published directory (it holds the completion marker)."""
+    return (Path(path) / COMPLETE_MARKER).is_file()
+
+
+@contextlib.contextmanager
+def atomic_dir(
+    final: str | os.PathLike[str], *, info: dict[str, Any] | None = None, replace: bool = False
+) -> Iterator[Path]:
+    """Yield a temp directory beside ``final``; on success publish it as ``final``.
+
+    The body writes into the yielded directory. On normal exit the completion marker (holding
+    ``info`` as JSON) is written and the directory renamed to ``final``. On any exception the
+    temp directory is removed and nothing at ``final`` changes.
+
+    Args:
+        final: where the directory is published.
+        info: JSON-able facts stored in the completion marker (e.g. the fingerprint).
+        replace: replace an existing ``final`` (it is moved aside first, then deleted).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists() and not replace:
+        raise FileExistsError(f"{final} already exists; pass replace=True to overwrite it")
+    tmp = Path(tempfile.mkdtemp(prefix=f"{final.name}{_TMP_INFIX}", dir=final.parent))
+    try:
+        yield tmp
+        marker = {"completed_at": time.time(), **(info or {})}
+        _write_file(tmp / COMPLETE_MARKER, json.dumps(marker, indent=2, sort_keys=True))
+        _fsync_dir(tmp)
+        if final.exists():
+            old = final.with_name(f"{final.name}{_TMP_INFIX}old-{os.getpid()}")
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+        _fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_file(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write a single file atomically (temp file in the same directory, then ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{_TMP_INFIX}", dir=path.parent)
+    os.close(fd)
+    try:
+        _write_file(Path(tmp), text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """Write ``data`` as pretty JSON atomically."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def clean_leftovers(directory: str | os.PathLike[str]) -> list[Path]:
+    """Remove temp leftovers of interrupted writes directly inside ``directory``.
+
+    Returns the removed paths. Published directories and files are never touched.
+    """
+    directory = Path(directory)
+    removed: list[Path] = []
+    if not directory.is_dir():
+        return removed
+    for child in directory.iterdir():
+        if _TMP_INFIX in child.name:
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    child.unlink()
+            removed.append(child)
+    return removed

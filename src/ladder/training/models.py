@@ -1,0 +1,146 @@
+"""Loading models and tokenizers, and choosing device and precision."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ladder.errors import ConfigError, StageError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from ladder.checkpoint import Checkpoint
+
+__all__ = [
+    "device_name",
+    "precision",
+    "load_tokenizer",
+    "load_model",
+    "load_options",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def device_name() -> str:
+    """``"cuda"`` when a GPU is visible, ``"mps"`` on Apple silicon, else ``"cpu"``."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def precision(requested: str | None = "auto") -> dict[str, bool]:
+    """TRL/transformers ``bf16``/``fp16`` flags for this device.
+
+    TRL defaults to ``bf16=True``, which fails on CPU; ``"auto"`` picks bf16 on GPUs that
+    support it, fp16 on older GPUs, and full fp32 on CPU.
+    """
+    import torch
+
+    requested = (requested or "auto").lower()
+    if requested not in ("auto", "bf16", "fp16", "fp32"):
+        raise ConfigError(f"precision must be auto, bf16, fp16 or fp32, got {requested!r}")
+    if requested == "auto":
+        if torch.cuda.is_available():
+            requested = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            requested = "fp32"
+    return {"bf16": requested == "bf16", "fp16": requested == "fp16"}
+
+
+def load_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``from_pretrained`` keyword arguments from run options (safe defaults).
+
+    ``trust_remote_code`` is off and only safetensors weights are accepted unless the recipe
+    opts in (``trust_remote_code: true``, ``allow_pickle_weights: true``).
+    """
+    options = options or {}
+    kwargs: dict[str, Any] = {
+        "trust_remote_code": bool(options.get("trust_remote_code", False)),
+        "use_safetensors": None if options.get("allow_pickle_weights") else True,
+    }
+    if options.get("revision"):
+        kwargs["revision"] = options["revision"]
+    token = options.get("hf_token") or os.environ.get("HF_TOKEN")
+    if token:
+        kwargs["token"] = token
+    return kwargs
+
+
+def _source(checkpoint: Checkpoint | str | os.PathLike[str]) -> tuple[str, str | None]:
+    if isinstance(checkpoint, (str, os.PathLike)):
+        return str(checkpoint), None
+    return checkpoint.path, checkpoint.revision
+
+
+def load_tokenizer(
+    checkpoint: Checkpoint | str | os.PathLike[str], options: Mapping[str, Any] | None = None
+) -> PreTrainedTokenizerBase:
+    """Load the tokenizer; make sure it has a pad token (EOS when none is set)."""
+    from transformers import AutoTokenizer
+
+    path, revision = _source(checkpoint)
+    kwargs = load_options({**(options or {}), "revision": revision or (options or {}).get("revision")})
+    kwargs.pop("use_safetensors", None)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        raise StageError(
+            f"could not load the tokenizer of {path!r}: {exc}. Check the path or hub id "
+            f"(offline? set HF_HUB_OFFLINE=0 and log in with `hf auth login` for gated models)."
+        ) from exc
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(
+    checkpoint: Checkpoint | str | os.PathLike[str],
+    options: Mapping[str, Any] | None = None,
+    *,
+    kind: str = "policy",
+    dtype: torch.dtype | str | None = None,
+    device: str | None = None,
+    num_labels: int = 1,
+) -> PreTrainedModel:
+    """Load a full model for training or inference.
+
+    Args:
+        checkpoint: a :class:`Checkpoint`, a local directory or a hub id.
+        options: run options (see :func:`load_options`).
+        kind: ``"policy"`` loads a causal LM; ``"reward"`` a sequence classifier.
+        dtype: defaults to float32 on CPU and bfloat16 on a GPU that supports it.
+        device: where to put the model; defaults to :func:`device_name`.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    path, revision = _source(checkpoint)
+    device = device or device_name()
+    if dtype is None:
+        flags = precision("auto") if device == "cuda" else {"bf16": False, "fp16": False}
+        dtype = torch.bfloat16 if flags["bf16"] else torch.float16 if flags["fp16"] else torch.float32
+    kwargs = load_options({**(options or {}), "revision": revision or (options or {}).get("revision")})
+    cls = AutoModelForSequenceClassification if kind == "reward" else AutoModelForCausalLM
+    if kind == "reward":
+        kwargs["num_labels"] = num_labels
+    try:
+        model = cls.from_pretrained(path, dtype=dtype, **kwargs)
+    except OSError as exc:
+        hint = ""
+        if "safetensors" in str(exc).lower() or not any(Path(path).glob("*.safetensors")):
+            hint = (
+                " ladder loads safetensors weights only; set `allow_pickle_weights: true` in "
+                "the recipe to accept .bin/.pt files you trust."
+            )
+        raise StageError(f"could not load the model {path!r}: {exc}.{hint}") from exc
+    return model.to(device)
