@@ -57,7 +57,8 @@ def atomic_dir(
 
     Args:
         final: where the directory is published.
-        info: JSON-able facts stored in the completion marker (e.g. the fingerprint).
+        info: JSON-able facts stored in the completion marker (e.g. the fingerprint). It is
+            read when the body exits, so the body may still add to it.
         replace: replace an existing ``final`` (it is moved aside first, then deleted).
     """
     final = Path(final)

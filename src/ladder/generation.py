@@ -1,0 +1,506 @@
+"""Generating answers from a checkpoint: one small interface, two backends.
+
+:func:`generate` answers chat conversations with a loaded transformers model: it applies the
+checkpoint's chat template (with the generation prompt), left-pads prompts into batches and
+decodes until an end-of-turn/EOS token or the token limit. Probes, evaluations and
+``ladder chat`` all go through it, so every rung of the ladder is decoded the same way.
+
+Decoding uses only :class:`GenerationSettings`: the checkpoint's own ``generation_config``
+(Qwen's ships ``repetition_penalty=1.05``, ``top_k=20``, sampling on) is ignored apart from its
+EOS ids, so a difference between two stages' answers comes from the weights, not from
+different decoding defaults.
+
+Greedy decoding (``temperature=0``, the default) is deterministic and does not depend on which
+other prompts share a batch: left padding is masked and position ids are counted from the first
+real token, so a prompt's answer is the same alone or in a batch (up to float rounding in the
+last bits, which flips a greedy choice only on an exact near-tie). Sampling is reproducible for
+the same prompts, seed and batch size.
+
+Backends: :class:`TransformersGenerator` (always available) and :class:`VLLMGenerator`
+(``pip install 'ladder[vllm]'``, needs a CUDA GPU). :func:`load_generator` picks one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Union, runtime_checkable
+
+import attrs
+
+from ladder.errors import ConfigError, MissingDependencyError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from ladder.checkpoint import Checkpoint
+
+__all__ = [
+    "GenerationSettings",
+    "Generation",
+    "Generator",
+    "TransformersGenerator",
+    "VLLMGenerator",
+    "Conversation",
+    "as_messages",
+    "render_prompt",
+    "stop_token_ids",
+    "generate",
+    "resolve_backend",
+    "load_generator",
+]
+
+logger = logging.getLogger(__name__)
+
+Backend = Literal["auto", "transformers", "vllm"]
+#: A chat conversation (``[{"role": ..., "content": ...}, ...]``) or a bare user prompt.
+Conversation = Union[str, Sequence[Mapping[str, Any]]]
+
+# End-of-turn tokens of common chat formats (ChatML, Llama 3, Gemma, Phi-3). A model trained on
+# its chat format ends an answer with one of these, which is often not the tokenizer's EOS
+# (base Qwen2.5's EOS is <|endoftext|>, its turns end with <|im_end|>).
+_END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
+
+
+@attrs.frozen(kw_only=True)
+class GenerationSettings:
+    """How answers are decoded. The same settings are used for every checkpoint of a run."""
+
+    max_new_tokens: int = attrs.field(
+        default=128,
+        validator=[attrs.validators.instance_of(int), attrs.validators.ge(1)],
+        metadata={"help": "Most tokens generated per answer (the end-of-turn token not counted)."},
+    )
+    temperature: float = attrs.field(
+        default=0.0,
+        converter=float,
+        validator=attrs.validators.ge(0.0),
+        metadata={"help": "0 decodes greedily (deterministic); > 0 samples at this temperature."},
+    )
+    top_p: float = attrs.field(
+        default=1.0,
+        converter=float,
+        validator=[attrs.validators.gt(0.0), attrs.validators.le(1.0)],
+        metadata={"help": "Nucleus sampling threshold (only used when temperature > 0)."},
+    )
+    seed: int = attrs.field(
+        default=0,
+        validator=attrs.validators.instance_of(int),
+        metadata={"help": "Seed for sampling (greedy decoding does not use it)."},
+    )
+    batch_size: int = attrs.field(
+        default=8,
+        validator=[attrs.validators.instance_of(int), attrs.validators.ge(1)],
+        metadata={"help": "Prompts generated together (transformers backend)."},
+    )
+    backend: Backend = attrs.field(
+        default="auto",
+        validator=attrs.validators.in_(("auto", "transformers", "vllm")),
+        metadata={
+            "help": "auto: vLLM when installed and a CUDA GPU is present, else transformers."
+        },
+    )
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@attrs.frozen
+class Generation:
+    """One generated answer.
+
+    Attributes:
+        text: the decoded answer, special tokens stripped (the end-of-turn token is not in it).
+        num_tokens: generated tokens, not counting the end-of-turn/EOS token.
+        stopped: whether the model ended the answer itself (emitted an end-of-turn/EOS token)
+            rather than running into ``max_new_tokens``.
+        finish_reason: ``"stop"`` or ``"length"`` (as the OpenAI API says it).
+    """
+
+    text: str
+    num_tokens: int
+    stopped: bool
+    finish_reason: Literal["stop", "length"]
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """A loaded checkpoint that answers conversations.
+
+    Attributes:
+        backend: ``"transformers"`` or ``"vllm"``.
+        tokenizer: the checkpoint's tokenizer (its chat template renders the prompts).
+    """
+
+    backend: str
+    tokenizer: PreTrainedTokenizerBase
+
+    def generate(
+        self, conversations: Sequence[Conversation], settings: GenerationSettings | None = None
+    ) -> list[Generation]:
+        """Answer each conversation, in order. ``settings`` default to the generator's own."""
+        ...
+
+    def close(self) -> None:
+        """Release the model (GPU memory)."""
+        ...
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+def as_messages(conversation: Conversation) -> list[dict[str, Any]]:
+    """A conversation as a list of message dicts; a bare string is one user message."""
+    if isinstance(conversation, str):
+        return [{"role": "user", "content": conversation}]
+    messages = [dict(m) for m in conversation]
+    if not messages or any("role" not in m or "content" not in m for m in messages):
+        raise ConfigError(
+            f"a conversation must be a non-empty list of {{'role': ..., 'content': ...}} "
+            f"messages or a string, got {conversation!r}"
+        )
+    return messages
+
+
+def render_prompt(tokenizer: PreTrainedTokenizerBase, conversation: Conversation) -> str:
+    """The prompt text the model continues: the chat template with the generation prompt."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(
+            f"the tokenizer of {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template, so "
+            f"ladder cannot build chat prompts for it. Use a model that ships one, or set the "
+            f"tokenizer's chat_template (e.g. ladder's ChatML template) before probing."
+        )
+    return tokenizer.apply_chat_template(
+        as_messages(conversation), add_generation_prompt=True, tokenize=False
+    )
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    # The chat template already writes any BOS token the model expects.
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _token_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int | None:
+    tid = tokenizer.convert_tokens_to_ids(token)
+    if not isinstance(tid, int) or tid < 0 or tid == tokenizer.unk_token_id:
+        return None
+    # convert_tokens_to_ids can map an unknown token to some fallback id: check the way back.
+    return tid if tokenizer.convert_ids_to_tokens(tid) == token else None
+
+
+def stop_token_ids(model: Any, tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:
+    """Token ids that end an answer.
+
+    The model's ``generation_config.eos_token_id`` (an int or a list), the tokenizer's EOS, and
+    the chat format's end-of-turn token (``<|im_end|>``, ``<|eot_id|>``, ...) when it is in the
+    vocabulary and used by the chat template. ``model`` may be ``None`` (tokenizer only).
+    """
+    ids: list[int] = []
+
+    def add(value: Any) -> None:
+        if value is None:
+            return
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, int) and v >= 0 and v not in ids:
+                ids.append(v)
+
+    config = getattr(model, "generation_config", None) if model is not None else None
+    add(getattr(config, "eos_token_id", None))
+    add(tokenizer.eos_token_id)
+    template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None
+    for token in _END_OF_TURN_TOKENS:
+        if template is not None and token not in template:
+            continue
+        add(_token_id(tokenizer, token))
+    return tuple(ids)
+
+
+def _finish(
+    new_tokens: Sequence[int], stops: Sequence[int], tokenizer: PreTrainedTokenizerBase
+) -> Generation:
+    """Cut generated ids at the first stop token and decode them."""
+    stop_set = set(stops)
+    tokens = list(new_tokens)
+    stopped = False
+    for k, tid in enumerate(tokens):
+        if tid in stop_set:
+            # Anything after the stop token is padding of a finished row in the batch.
+            tokens, stopped = tokens[:k], True
+            break
+    text = tokenizer.decode(tokens, skip_special_tokens=True)
+    return Generation(
+        text=text,
+        num_tokens=len(tokens),
+        stopped=stopped,
+        finish_reason="stop" if stopped else "length",
+    )
+
+
+# --------------------------------------------------------------------------- transformers
+
+
+@contextlib.contextmanager
+def _inference_state(model: Any, seed: int | None) -> Iterator[None]:
+    """eval() mode, a neutral generation_config and a private RNG for the duration."""
+    import torch
+    from transformers import GenerationConfig
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    was_training = model.training
+    saved_config = inner.generation_config
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    model.eval()
+    # generate() fills every setting we leave unset from model.generation_config; a blank one
+    # makes decoding depend on GenerationSettings only (see the module docstring).
+    inner.generation_config = GenerationConfig()
+    try:
+        with torch.random.fork_rng(devices=devices, enabled=seed is not None), torch.inference_mode():
+            if seed is not None:
+                torch.manual_seed(seed)
+            yield
+    finally:
+        inner.generation_config = saved_config
+        model.train(was_training)
+
+
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: Sequence[Conversation],
+    settings: GenerationSettings | None = None,
+) -> list[Generation]:
+    """Answer each conversation with a loaded transformers model.
+
+    Args:
+        model: a causal LM (any device; inputs follow it).
+        tokenizer: its tokenizer; its chat template renders each conversation with
+            ``add_generation_prompt=True``.
+        conversations: chat conversations (lists of ``{"role", "content"}`` messages); a bare
+            string is taken as one user message.
+        settings: decoding settings (``backend`` is ignored here).
+
+    Returns:
+        One :class:`Generation` per conversation, in order.
+    """
+    import torch
+    from transformers import GenerationConfig
+
+    settings = settings or GenerationSettings()
+    prompts = [_encode(tokenizer, render_prompt(tokenizer, c)) for c in conversations]
+    if not prompts:
+        return []
+    stops = stop_token_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops or (0,))[0]
+    sampling: dict[str, Any] = (
+        {"do_sample": False}
+        # top_k=0 switches off transformers' default top-k of 50, as vLLM samples by default.
+        if settings.greedy
+        else {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p, "top_k": 0}
+    )
+    config = GenerationConfig(
+        max_new_tokens=settings.max_new_tokens,
+        eos_token_id=list(stops) or None,
+        pad_token_id=pad_id,
+        **sampling,
+    )
+    device = next(model.parameters()).device
+    # Longest prompts first: batches hold prompts of similar length (little padding) and a
+    # batch that does not fit in memory fails at once rather than at the end.
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    results: list[Generation | None] = [None] * len(prompts)
+    with _inference_state(model, None if settings.greedy else settings.seed):
+        for start in range(0, len(order), settings.batch_size):
+            batch = order[start : start + settings.batch_size]
+            width = max(len(prompts[i]) for i in batch)
+            input_ids = torch.tensor(
+                [[pad_id] * (width - len(prompts[i])) + prompts[i] for i in batch], device=device
+            )
+            # Left padding, masked: generate() derives position ids from this mask, so a
+            # prompt's positions are the same with or without padding in front of it.
+            attention_mask = torch.tensor(
+                [[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in batch],
+                device=device,
+            )
+            out = model.generate(
+                input_ids=input_ids, attention_mask=attention_mask, generation_config=config
+            )
+            for row, i in zip(out[:, width:].tolist(), batch, strict=True):
+                results[i] = _finish(row, stops, tokenizer)
+    return [r for r in results if r is not None]
+
+
+class TransformersGenerator:
+    """Generation with a transformers model (any device; always available).
+
+    Args:
+        model: a loaded causal LM.
+        tokenizer: its tokenizer.
+        settings: default decoding settings for :meth:`generate`.
+    """
+
+    backend = "transformers"
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        settings: GenerationSettings | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.settings = settings or GenerationSettings()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        checkpoint: Checkpoint | str | os.PathLike[str],
+        options: Mapping[str, Any] | None = None,
+        settings: GenerationSettings | None = None,
+    ) -> TransformersGenerator:
+        """Load a checkpoint's model and tokenizer (see :func:`ladder.training.models.load_model`)."""
+        from ladder.training.models import load_model, load_tokenizer
+
+        return cls(load_model(checkpoint, options), load_tokenizer(checkpoint, options), settings)
+
+    def generate(
+        self, conversations: Sequence[Conversation], settings: GenerationSettings | None = None
+    ) -> list[Generation]:
+        return generate(self.model, self.tokenizer, conversations, settings or self.settings)
+
+    def close(self) -> None:
+        self.model = None  # type: ignore[assignment]
+
+
+# --------------------------------------------------------------------------- vLLM
+
+
+class VLLMGenerator:  # pragma: no cover - needs a GPU
+    """Generation with vLLM (``pip install 'ladder[vllm]'``, CUDA GPU).
+
+    Prompts are rendered and tokenized by ladder (the same token ids as the transformers
+    backend) and passed to vLLM as token ids; answers are decoded with the same tokenizer.
+
+    Args:
+        checkpoint: a local model directory or hub id.
+        options: run options (``trust_remote_code``, ``revision``).
+        settings: default decoding settings for :meth:`generate`.
+        **llm_kwargs: passed to ``vllm.LLM`` (e.g. ``gpu_memory_utilization``, ``max_model_len``).
+    """
+
+    backend = "vllm"
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint | str | os.PathLike[str],
+        options: Mapping[str, Any] | None = None,
+        settings: GenerationSettings | None = None,
+        **llm_kwargs: Any,
+    ) -> None:
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            raise MissingDependencyError("vLLM", extra="vllm") from exc
+        from transformers import GenerationConfig
+
+        from ladder.training.models import load_tokenizer
+
+        path = str(getattr(checkpoint, "path", checkpoint))
+        options = dict(options or {})
+        revision = getattr(checkpoint, "revision", None) or options.get("revision")
+        self.settings = settings or GenerationSettings()
+        self.tokenizer = load_tokenizer(checkpoint, options)
+        try:
+            gen_config: Any = GenerationConfig.from_pretrained(path, revision=revision)
+        except OSError:
+            gen_config = None
+        holder = type("_Holder", (), {"generation_config": gen_config})()
+        self.stops = stop_token_ids(holder, self.tokenizer)
+        self.llm = LLM(
+            model=path,
+            tokenizer=path,
+            revision=revision,
+            seed=self.settings.seed,
+            trust_remote_code=bool(options.get("trust_remote_code", False)),
+            **llm_kwargs,
+        )
+
+    def generate(
+        self, conversations: Sequence[Conversation], settings: GenerationSettings | None = None
+    ) -> list[Generation]:
+        from vllm import SamplingParams
+
+        settings = settings or self.settings
+        prompts = [_encode(self.tokenizer, render_prompt(self.tokenizer, c)) for c in conversations]
+        if not prompts:
+            return []
+        params = SamplingParams(
+            max_tokens=settings.max_new_tokens,
+            temperature=settings.temperature,
+            top_p=settings.top_p if not settings.greedy else 1.0,
+            seed=None if settings.greedy else settings.seed,
+            stop_token_ids=list(self.stops),
+            skip_special_tokens=True,
+        )
+        outputs = self.llm.generate(
+            [{"prompt_token_ids": ids} for ids in prompts], sampling_params=params, use_tqdm=False
+        )
+        # vLLM keeps the stop token in token_ids; _finish cuts it off and decodes the rest.
+        return [_finish(list(o.outputs[0].token_ids), self.stops, self.tokenizer) for o in outputs]
+
+    def close(self) -> None:
+        import gc
+
+        self.llm = None
+        gc.collect()
+        with contextlib.suppress(Exception):
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+# --------------------------------------------------------------------------- choosing
+
+
+def _vllm_unusable_reason() -> str | None:
+    """Why vLLM cannot be used here, or ``None`` when it can."""
+    if importlib.util.find_spec("vllm") is None:
+        return "vLLM is not installed (pip install 'ladder[vllm]')"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no CUDA GPU is visible"
+    return None
+
+
+def resolve_backend(requested: str = "auto") -> str:
+    """The backend that will run: ``"vllm"`` or ``"transformers"``.
+
+    ``"auto"`` and ``"vllm"`` give vLLM when it is installed and a CUDA GPU is present; otherwise
+    they fall back to transformers with one log line (a warning when vLLM was asked for).
+    """
+    if requested not in ("auto", "transformers", "vllm"):
+        raise ConfigError(f"generation backend must be auto, transformers or vllm, got {requested!r}")
+    if requested == "transformers":
+        return "transformers"
+    reason = _vllm_unusable_reason()
+    if reason is None:
+        return "vllm"
+    log = logger.warning if requested == "vllm" else logger.info
+    log("generating with transformers: %s", reason)
+    return "transformers"
+
+
+def load_generator(
+    checkpoint_path: Checkpoint | str | os.PathLike[str],
+    options: Mapping[str, Any] | None = None,
+    settings: GenerationSettings | None = None,
+) -> Generator:
+    """Load a checkpoint for generation with the backend ``settings.backend`` resolves to."""
+    settings = settings or GenerationSettings()
+    if resolve_backend(settings.backend) == "vllm":  # pragma: no cover - needs a GPU
+        return VLLMGenerator(checkpoint_path, options, settings)
+    return TransformersGenerator.from_pretrained(checkpoint_path, options, settings)

@@ -1,0 +1,115 @@
+"""The run directory and its ``manifest.json`` (lineage, configs, fingerprints, timings)."""
+
+from __future__ import annotations
+
+import platform
+import re
+import time
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ladder.atomic import atomic_write_json
+from ladder.errors import ConfigError
+
+__all__ = ["Manifest", "versions", "redact", "safe_name", "stage_dir_name"]
+
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_SECRET_KEY = re.compile(r"(token|secret|password|passwd|api[_-]?key|credential)", re.I)
+
+
+def safe_name(name: str, what: str = "stage name") -> str:
+    """Reject names that could escape the run directory (``..``, ``/``, absolute paths)."""
+    if not isinstance(name, str) or not _SAFE.match(name) or ".." in name:
+        raise ConfigError(
+            f"invalid {what} {name!r}: use letters, digits, '_', '-' and '.', starting with a letter "
+            f"or digit (at most 64 characters, no '..' or '/'); it names a directory in the run"
+        )
+    return name
+
+
+def stage_dir_name(index: int, name: str) -> str:
+    return f"{index:02d}-{name}"
+
+
+def redact(value: Any) -> Any:
+    """Copy of ``value`` with secrets (keys naming tokens, passwords, API keys) replaced."""
+    if isinstance(value, Mapping):
+        return {
+            k: ("***" if isinstance(k, str) and _SECRET_KEY.search(k) and v else redact(v)) for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    if isinstance(value, str) and re.fullmatch(r"hf_[A-Za-z0-9]{20,}", value):
+        return "***"
+    return value
+
+
+def versions(extra_packages: tuple[str, ...] = ()) -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("ladder", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "vllm", *extra_packages):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+@attrs.define
+class Manifest:
+    """``manifest.json``: rewritten atomically after every change, so it is always whole."""
+
+    path: Path
+    data: dict[str, Any]
+
+    @classmethod
+    def start(cls, run_dir: Path, *, run_name: str, recipe: Mapping[str, Any], settings: Mapping[str, Any],
+              base: Mapping[str, Any], stages: list[dict[str, Any]]) -> Manifest:
+        path = run_dir / "manifest.json"
+        previous: dict[str, Any] = {}
+        if path.exists():
+            import json
+
+            try:
+                previous = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError:
+                previous = {}
+        data = {
+            "ladder_version": versions().get("ladder", "unknown"),
+            "run_name": run_name,
+            "created_at": previous.get("created_at", time.time()),
+            "updated_at": time.time(),
+            "status": "running",
+            "recipe": redact(dict(recipe)),
+            "settings": redact(dict(settings)),
+            "versions": versions(),
+            "base": dict(base),
+            "stages": stages,
+            "error": None,
+            "attempts": int(previous.get("attempts", 0)) + 1,
+        }
+        m = cls(path, data)
+        m.save()
+        return m
+
+    def stage(self, name: str) -> dict[str, Any]:
+        for s in self.data["stages"]:
+            if s["name"] == name:
+                return s
+        raise KeyError(name)
+
+    def update_stage(self, name: str, **fields: Any) -> None:
+        self.stage(name).update(redact(fields))
+        self.save()
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        self.data["status"] = status
+        self.data["error"] = error
+        self.save()
+
+    def save(self) -> None:
+        self.data["updated_at"] = time.time()
+        atomic_write_json(self.path, self.data)

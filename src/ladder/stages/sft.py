@@ -1,0 +1,203 @@
+"""Supervised fine-tuning (SFT) on TRL's ``SFTTrainer`` with a LoRA, merged and verified.
+
+Teaches form: answering instead of continuing, the chat format, stopping at the end of a turn.
+Loss is on assistant tokens only by default (labels are -100 everywhere else).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import attrs
+
+from ladder.atomic import atomic_write_json
+from ladder.data.loading import as_spec, content_hash, load_rows
+from ladder.data.sft import normalize_sft_rows
+from ladder.errors import DataError, LadderError
+from ladder.stage import BaseStage, StageContext, config_to_dict
+from ladder.training.lora import LoraSettings
+
+if TYPE_CHECKING:
+    from ladder.checkpoint import Checkpoint
+
+__all__ = ["SFT", "SFTStageConfig"]
+
+logger = logging.getLogger(__name__)
+
+_ge0 = attrs.validators.ge(0)
+_gt0 = attrs.validators.gt(0)
+
+
+def _lora(value: Any) -> LoraSettings:
+    if isinstance(value, LoraSettings):
+        return value
+    return LoraSettings(**dict(value or {}))
+
+
+@attrs.frozen(kw_only=True)
+class SFTStageConfig:
+    """Settings of the SFT stage (defaults: the reference recipe)."""
+
+    dataset: Any = attrs.field(
+        metadata={"help": "Alpaca, messages or prompt/completion rows: file, preset, hub id, list or Dataset"}
+    )
+    finetuning: str = attrs.field(
+        default="lora",
+        validator=attrs.validators.in_(("lora", "full")),
+        metadata={"help": "lora (train an adapter, then merge) or full (all weights)"},
+    )
+    lora: LoraSettings = attrs.field(factory=LoraSettings, converter=_lora, metadata={"help": "LoRA settings"})
+    learning_rate: float = attrs.field(default=2e-4, validator=_gt0, metadata={"help": "peak learning rate"})
+    num_train_epochs: float = attrs.field(default=1.0, validator=_gt0, metadata={"help": "epochs over the data"})
+    max_steps: int = attrs.field(default=-1, metadata={"help": "stop after N optimizer steps (-1: use epochs)"})
+    per_device_train_batch_size: int = attrs.field(default=4, validator=_gt0, metadata={"help": "batch size"})
+    gradient_accumulation_steps: int = attrs.field(default=1, validator=_gt0, metadata={"help": "accumulation"})
+    max_length: int = attrs.field(default=1024, validator=_gt0, metadata={"help": "max tokens per row"})
+    assistant_only_loss: bool = attrs.field(default=True, metadata={"help": "loss on assistant tokens only"})
+    chat_template: str | None = attrs.field(
+        default=None, metadata={"help": "chat template (text) with {% generation %} markers, to override"}
+    )
+    precision: str = attrs.field(
+        default="auto",
+        validator=attrs.validators.in_(("auto", "bf16", "fp16", "fp32")),
+        metadata={"help": "auto: bf16 on GPUs that support it, fp32 on CPU"},
+    )
+    save_steps: int = attrs.field(default=50, validator=_ge0, metadata={"help": "resumable checkpoint every N steps"})
+    trainer_kwargs: dict[str, Any] = attrs.field(
+        factory=dict, converter=dict, metadata={"help": "passed through to trl.SFTConfig"}
+    )
+
+
+class SFT(BaseStage):
+    """Supervised fine-tuning. ``SFT(dataset="alpaca_en")``; see :class:`SFTStageConfig`."""
+
+    kind: ClassVar[str] = "sft"
+    Config: ClassVar[type] = SFTStageConfig
+
+    def _rows(self) -> tuple[list[dict[str, Any]], str, list[DataError]]:
+        rows, label = load_rows(as_spec(self.config.dataset))
+        normalised, problems = normalize_sft_rows(rows, label)
+        return normalised, label, problems
+
+    def validate(self, ctx: StageContext) -> list[str]:
+        try:
+            _rows, _label, problems = self._rows()
+        except LadderError as exc:
+            return [f"stage {self.name!r}: {exc}"]
+        return [f"stage {self.name!r}: {p}" for p in problems]
+
+    def fingerprint_data(self) -> Any:
+        rows, _label, _problems = self._rows()
+        return content_hash(rows)
+
+    def run(self, checkpoint: Checkpoint, ctx: StageContext) -> Checkpoint:
+        from datasets import Dataset
+        from trl import SFTConfig, SFTTrainer
+
+        from ladder.checkpoint import Checkpoint
+        from ladder.training.chat_template import (
+            eos_token_ids,
+            training_chat_template,
+            warn_if_end_of_turn_untrained,
+        )
+        from ladder.training.common import (
+            last_complete_trainer_checkpoint,
+            log_callback,
+            save_model_dir,
+            train_summary,
+            trainer_args,
+        )
+        from ladder.training.lora import merge_and_verify, peft_config, save_adapter
+        from ladder.training.models import load_model, load_tokenizer
+
+        cfg: SFTStageConfig = self.config
+        rows, label, problems = self._rows()
+        if problems:  # validate() ran already; this guards direct callers
+            raise problems[0]
+        tokenizer = load_tokenizer(checkpoint, ctx.options)
+        template = (
+            training_chat_template(tokenizer, cfg.chat_template)
+            if cfg.assistant_only_loss
+            else (cfg.chat_template or tokenizer.chat_template)
+        )
+        tokenizer.chat_template = template
+        model = load_model(checkpoint, ctx.options)
+        lora = cfg.finetuning == "lora"
+        if lora:
+            trains_embeddings = bool({"lm_head", "embed_tokens"} & set(cfg.lora.modules_to_save))
+            warn_if_end_of_turn_untrained(model, tokenizer, trains_embeddings=trains_embeddings)
+
+        args = SFTConfig(
+            **trainer_args(
+                ctx,
+                learning_rate=cfg.learning_rate,
+                num_train_epochs=cfg.num_train_epochs,
+                max_steps=cfg.max_steps,
+                per_device_train_batch_size=cfg.per_device_train_batch_size,
+                gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                save_steps=cfg.save_steps,
+                precision_name=cfg.precision,
+                trainer_kwargs={
+                    "max_length": cfg.max_length,
+                    "assistant_only_loss": cfg.assistant_only_loss,
+                    "dataset_num_proc": None,
+                    **cfg.trainer_kwargs,
+                },
+            )
+        )
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            peft_config=peft_config(cfg.lora) if lora else None,
+            callbacks=[log_callback(ctx)],
+        )
+        resume = last_complete_trainer_checkpoint(ctx.trainer_dir)
+        if resume is not None:
+            logger.info("resuming %s from %s", self.name, resume)
+        start = time.perf_counter()
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        runtime = time.perf_counter() - start
+        tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+        tokens = int(tokens * max(cfg.num_train_epochs, 1.0)) if cfg.max_steps < 0 else tokens
+
+        stage_metrics: dict[str, Any] = {"rows": len(rows), "dataset": label}
+        model_dir = ctx.work_dir / "model"
+        adapter_dir = None
+        if lora:
+            adapter_dir = ctx.work_dir / "adapter"
+            save_adapter(trainer.model, adapter_dir)
+            texts = [
+                tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in rows[: min(3, len(rows))]
+            ]
+            merged, diff = merge_and_verify(trainer.model, tokenizer, texts)
+            stage_metrics["merge_max_abs_diff"] = diff
+        else:
+            merged = trainer.model
+        eos_ids = eos_token_ids(tokenizer, template)
+        save_model_dir(merged, tokenizer, model_dir, chat_template=template, eos_ids=eos_ids)
+        metrics = {
+            "stage": self.name,
+            "kind": self.kind,
+            "index": ctx.index,
+            "train": train_summary(trainer.state.log_history, runtime_s=runtime, tokens=tokens),
+            "stage_metrics": stage_metrics,
+        }
+        atomic_write_json(ctx.work_dir / "metrics.json", metrics)
+        out = Checkpoint(
+            path=str(model_dir),
+            stage=self.name,
+            kind="policy",
+            parent=checkpoint,
+            fingerprint=ctx.fingerprint,
+            chat_template=template,
+            eos_token_ids=tuple(eos_ids),
+            adapter_path=str(adapter_dir) if adapter_dir else None,
+        )
+        from ladder.training.common import write_model_card
+
+        write_model_card(model_dir, out, config_to_dict(cfg))
+        return out

@@ -1,0 +1,168 @@
+"""Plumbing every TRL-based stage shares: trainer arguments, logging, resuming, saving."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ladder.training.models import precision
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+
+    from ladder.checkpoint import Checkpoint
+    from ladder.stage import StageContext
+
+__all__ = [
+    "trainer_args",
+    "log_callback",
+    "last_complete_trainer_checkpoint",
+    "save_model_dir",
+    "write_model_card",
+    "train_summary",
+]
+
+logger = logging.getLogger(__name__)
+
+# Files a Trainer checkpoint needs to resume exactly (model weights are checked separately).
+_STATE_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+
+
+def trainer_args(
+    ctx: StageContext,
+    *,
+    learning_rate: float,
+    num_train_epochs: float,
+    max_steps: int,
+    per_device_train_batch_size: int,
+    gradient_accumulation_steps: int,
+    save_steps: int,
+    precision_name: str = "auto",
+    trainer_kwargs: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments shared by every TRL config ladder builds.
+
+    ``trainer_kwargs`` from the recipe win over ladder's choices (pass-through to TRL).
+    """
+    args: dict[str, Any] = {
+        "output_dir": str(ctx.trainer_dir),
+        "learning_rate": learning_rate,
+        "num_train_epochs": num_train_epochs,
+        "max_steps": max_steps,
+        "per_device_train_batch_size": per_device_train_batch_size,
+        "gradient_accumulation_steps": gradient_accumulation_steps,
+        "logging_steps": 1,
+        "save_strategy": "steps" if save_steps > 0 else "no",
+        "save_steps": save_steps if save_steps > 0 else 500,
+        "save_total_limit": 2,
+        "report_to": "none",
+        "seed": ctx.seed,
+        "data_seed": ctx.seed,
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        **precision(precision_name),
+    }
+    args.update(dict(trainer_kwargs or {}))
+    return args
+
+
+def log_callback(ctx: StageContext) -> TrainerCallback:
+    """A TrainerCallback that sends every log record to ``ctx.log`` (curves, progress)."""
+    from transformers import TrainerCallback
+
+    class _Forward(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+            if logs:
+                record = {"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch}
+                for k, v in logs.items():
+                    if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)):
+                        record[k] = v
+                ctx.log(record)
+
+    return _Forward()
+
+
+def last_complete_trainer_checkpoint(trainer_dir: Path) -> Path | None:
+    """The newest ``checkpoint-N`` under ``trainer_dir`` that has all its state files.
+
+    Incomplete checkpoints (a crash while saving) are removed, never resumed from.
+    """
+    if not trainer_dir.is_dir():
+        return None
+    found = []
+    for child in trainer_dir.iterdir():
+        m = re.fullmatch(r"checkpoint-(\d+)", child.name)
+        if m and child.is_dir():
+            found.append((int(m.group(1)), child))
+    for _step, path in sorted(found, reverse=True):
+        has_weights = any(path.glob("*.safetensors"))
+        if has_weights and all((path / f).is_file() for f in _STATE_FILES) and _valid_state(path):
+            return path
+        logger.warning("removing incomplete trainer checkpoint %s (missing state files)", path)
+        shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
+def _valid_state(path: Path) -> bool:
+    try:
+        json.loads((path / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def save_model_dir(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    out_dir: Path,
+    *,
+    chat_template: str | None,
+    eos_ids: list[int] | None,
+) -> None:
+    """Save a full model in safetensors + tokenizer + chat template + generation config."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if chat_template:
+        tokenizer.chat_template = chat_template
+    if eos_ids and getattr(model, "generation_config", None) is not None:
+        model.generation_config.eos_token_id = eos_ids if len(eos_ids) > 1 else eos_ids[0]
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(out_dir))
+
+
+def write_model_card(out_dir: Path, checkpoint: Checkpoint, config: Mapping[str, Any]) -> None:
+    """A README.md model card listing the full chain the model came from."""
+    chain = list(checkpoint.lineage())[::-1]
+    lines = [
+        "---",
+        "library_name: transformers",
+        "tags: [ladder, trl, peft]",
+        "---",
+        f"# {checkpoint.stage} checkpoint (made by ladder)",
+        "",
+        "## Lineage",
+        "",
+    ]
+    for i, node in enumerate(chain):
+        lines.append(f"{i}. `{node.stage}` — fingerprint `{node.fingerprint}` — `{node.path}`")
+    lines += ["", "## Stage settings", "", "```json", json.dumps(dict(config), indent=2, default=str), "```", ""]
+    (out_dir / "README.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def train_summary(log_history: list[dict[str, Any]], *, runtime_s: float, tokens: int | None = None) -> dict[str, Any]:
+    """First/last loss, steps and runtime from a Trainer's ``state.log_history``."""
+    losses = [r["loss"] for r in log_history if isinstance(r.get("loss"), (int, float))]
+    steps = max((int(r.get("step", 0)) for r in log_history), default=0)
+    out: dict[str, Any] = {"steps": steps, "runtime_s": round(runtime_s, 3)}
+    if losses:
+        out["loss_first"] = losses[0]
+        out["loss_last"] = losses[-1]
+    if tokens is not None:
+        out["train_tokens"] = tokens
+    return out

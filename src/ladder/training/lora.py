@@ -1,0 +1,137 @@
+"""LoRA settings, merging an adapter into its base, and verifying the merge."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ladder.errors import MergeVerificationError
+
+if TYPE_CHECKING:
+    import torch
+    from peft import LoraConfig
+    from transformers import PreTrainedModel
+
+__all__ = ["LoraSettings", "peft_config", "reference_logits", "merge_adapter", "verify_merge", "merge_and_verify"]
+
+logger = logging.getLogger(__name__)
+
+
+def _targets(value: Any) -> Any:
+    if isinstance(value, str):
+        return value if value == "all-linear" else [v.strip() for v in value.split(",") if v.strip()]
+    return list(value)
+
+
+@attrs.frozen(kw_only=True)
+class LoraSettings:
+    """LoRA hyper-parameters (defaults: the reference recipe, r=8 on q_proj,v_proj)."""
+
+    r: int = attrs.field(default=8, validator=attrs.validators.ge(1), metadata={"help": "LoRA rank"})
+    alpha: int = attrs.field(default=16, validator=attrs.validators.ge(1), metadata={"help": "LoRA alpha"})
+    dropout: float = attrs.field(
+        default=0.05,
+        validator=[attrs.validators.ge(0.0), attrs.validators.lt(1.0)],
+        metadata={"help": "dropout on the LoRA path"},
+    )
+    target_modules: Any = attrs.field(
+        default=("q_proj", "v_proj"),
+        converter=_targets,
+        metadata={"help": 'module names, a comma-separated string, or "all-linear"'},
+    )
+    modules_to_save: tuple[str, ...] = attrs.field(
+        default=(),
+        converter=tuple,
+        metadata={"help": "modules trained fully and saved (e.g. embed_tokens, lm_head)"},
+    )
+
+
+def peft_config(settings: LoraSettings, task_type: str = "CAUSAL_LM") -> LoraConfig:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=settings.target_modules,
+        modules_to_save=list(settings.modules_to_save) or None,
+        task_type=task_type,
+    )
+
+
+def _verification_inputs(model: PreTrainedModel, tokenizer: Any, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+    enc = tokenizer(list(texts), return_tensors="pt", padding=True)
+    device = next(model.parameters()).device
+    return {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+
+
+def _logits(model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    import torch
+
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(**inputs).logits.float().cpu()
+    if was_training:
+        model.train()
+    return out
+
+
+def reference_logits(peft_model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits of the adapter-on-base model (the truth the merge must reproduce)."""
+    return _logits(peft_model, inputs)
+
+
+def merge_adapter(peft_model: Any) -> PreTrainedModel:
+    """``merge_and_unload`` the adapter into the base weights; returns the plain model."""
+    merged = peft_model.merge_and_unload()
+    return merged
+
+
+def _tolerance(dtype: torch.dtype) -> float:
+    import torch
+
+    return 1e-3 if dtype == torch.float32 else 5e-2 if dtype in (torch.bfloat16, torch.float16) else 1e-2
+
+
+def verify_merge(
+    merged: Any, inputs: dict[str, torch.Tensor], expected: torch.Tensor, *, atol: float | None = None
+) -> float:
+    """Check the merged model's logits against ``expected``; return the max abs difference.
+
+    The tolerance is dtype-aware and relative to the logits' scale.
+
+    Raises:
+        MergeVerificationError: the merged model does not reproduce the adapter's logits.
+    """
+    got = _logits(merged, inputs)
+    mask = inputs["attention_mask"].bool().cpu()
+    diff = (got - expected).abs()[mask].max().item()
+    scale = max(expected[mask].abs().max().item(), 1.0)
+    dtype = next(merged.parameters()).dtype
+    limit = (atol if atol is not None else _tolerance(dtype)) * scale
+    if not diff <= limit:  # also catches NaN
+        raise MergeVerificationError(
+            f"merged model does not reproduce the adapter-on-base logits: max |diff| = {diff:.3g} "
+            f"> tolerance {limit:.3g} ({dtype}). The merge is corrupt; nothing was published. "
+            f"Re-run the stage; if it persists, report it with the base model and PEFT version."
+        )
+    return diff
+
+
+def merge_and_verify(peft_model: Any, tokenizer: Any, texts: Sequence[str]) -> tuple[PreTrainedModel, float]:
+    """Merge the adapter and verify the merge on ``texts``. Returns ``(model, max_abs_diff)``."""
+    inputs = _verification_inputs(peft_model, tokenizer, texts)
+    expected = reference_logits(peft_model, inputs)
+    merged = merge_adapter(peft_model)
+    diff = verify_merge(merged, inputs, expected)
+    logger.info("merge verified on %d inputs: max |logit diff| = %.2e", len(texts), diff)
+    return merged, diff
+
+
+def save_adapter(peft_model: Any, out_dir: Path) -> None:
+    peft_model.save_pretrained(str(out_dir), safe_serialization=True)
