@@ -18,7 +18,7 @@ from ladder.checkpoint import Checkpoint, fingerprint_of
 from ladder.errors import ConfigError, LadderError, StageError, ValidationError
 from ladder.registry import stages as stage_registry
 from ladder.rundir import Manifest, redact, safe_name, stage_dir_name, versions
-from ladder.stage import Stage, StageContext, config_to_dict
+from ladder.stage import Stage, StageContext, config_to_dict, fingerprint_config
 
 __all__ = ["Pipeline", "RunResult"]
 
@@ -198,7 +198,7 @@ class Pipeline:
             input_fp,
             stage.kind,
             stage.name,
-            config_to_dict(stage.config),
+            fingerprint_config(stage.config),
             stage.fingerprint_data(),
             versions().get("ladder"),
             _stage_package(stage.kind),

@@ -23,7 +23,7 @@ from ladder.errors import ConfigError
 if TYPE_CHECKING:
     from ladder.checkpoint import Checkpoint
 
-__all__ = ["Stage", "StageContext", "BaseStage", "bind_config", "config_to_dict"]
+__all__ = ["Stage", "StageContext", "BaseStage", "bind_config", "config_to_dict", "fingerprint_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +175,18 @@ def config_to_dict(config: Any) -> dict[str, Any]:
         return f"<{type(value).__name__}>"
 
     return convert(config)
+
+
+def fingerprint_config(config: Any) -> dict[str, Any]:
+    """The config as fingerprinted: fields marked ``metadata={"data": True}`` (datasets) are left
+    out, since the stage's :meth:`~Stage.fingerprint_data` covers their *content* — the same rows
+    from a list or from a file give the same fingerprint."""
+    data = config_to_dict(config)
+    if attrs.has(type(config)):
+        for f in attrs.fields(type(config)):
+            if f.metadata.get("data"):
+                data.pop(f.name, None)
+    return data
 
 
 class BaseStage:

@@ -41,7 +41,10 @@ class SFTStageConfig:
     """Settings of the SFT stage (defaults: the reference recipe)."""
 
     dataset: Any = attrs.field(
-        metadata={"help": "Alpaca, messages or prompt/completion rows: file, preset, hub id, list or Dataset"}
+        metadata={
+            "help": "Alpaca, messages or prompt/completion rows: file, preset, hub id, list or Dataset",
+            "data": True,
+        }
     )
     finetuning: str = attrs.field(
         default="lora",
@@ -71,7 +74,7 @@ class SFTStageConfig:
 
 
 class SFT(BaseStage):
-    """Supervised fine-tuning. ``SFT(dataset="alpaca_en")``; see :class:`SFTStageConfig`."""
+    """Supervised fine-tuning on chat data with a LoRA (assistant-only loss), merged and verified."""
 
     kind: ClassVar[str] = "sft"
     Config: ClassVar[type] = SFTStageConfig
@@ -92,24 +95,21 @@ class SFT(BaseStage):
         rows, _label, _problems = self._rows()
         return content_hash(rows)
 
-    def run(self, checkpoint: Checkpoint, ctx: StageContext) -> Checkpoint:
+    def build_trainer(self, checkpoint: Checkpoint, ctx: StageContext) -> tuple[Any, dict[str, Any]]:
+        """The configured ``trl.SFTTrainer`` (not yet trained) and facts :meth:`run` needs.
+
+        Public so the exact data the trainer sees (tokens, labels) can be inspected.
+        """
         from datasets import Dataset
         from trl import SFTConfig, SFTTrainer
 
-        from ladder.checkpoint import Checkpoint
         from ladder.training.chat_template import (
             eos_token_ids,
             training_chat_template,
             warn_if_end_of_turn_untrained,
         )
-        from ladder.training.common import (
-            last_complete_trainer_checkpoint,
-            log_callback,
-            save_model_dir,
-            train_summary,
-            trainer_args,
-        )
-        from ladder.training.lora import merge_and_verify, peft_config, save_adapter
+        from ladder.training.common import log_callback, trainer_args
+        from ladder.training.lora import peft_config
         from ladder.training.models import load_model, load_tokenizer
 
         cfg: SFTStageConfig = self.config
@@ -123,6 +123,7 @@ class SFT(BaseStage):
             else (cfg.chat_template or tokenizer.chat_template)
         )
         tokenizer.chat_template = template
+        eos_ids = eos_token_ids(tokenizer, template)  # before TRL may swap the tokenizer's eos
         model = load_model(checkpoint, ctx.options)
         lora = cfg.finetuning == "lora"
         if lora:
@@ -155,6 +156,23 @@ class SFT(BaseStage):
             peft_config=peft_config(cfg.lora) if lora else None,
             callbacks=[log_callback(ctx)],
         )
+        facts = {"rows": rows, "label": label, "tokenizer": tokenizer, "template": template, "eos_ids": eos_ids}
+        return trainer, facts
+
+    def run(self, checkpoint: Checkpoint, ctx: StageContext) -> Checkpoint:
+        from ladder.checkpoint import Checkpoint
+        from ladder.training.common import (
+            last_complete_trainer_checkpoint,
+            save_model_dir,
+            train_summary,
+            write_model_card,
+        )
+        from ladder.training.lora import merge_and_verify, save_adapter
+
+        cfg: SFTStageConfig = self.config
+        trainer, facts = self.build_trainer(checkpoint, ctx)
+        rows, label, tokenizer = facts["rows"], facts["label"], facts["tokenizer"]
+        template, eos_ids, lora = facts["template"], facts["eos_ids"], cfg.finetuning == "lora"
         resume = last_complete_trainer_checkpoint(ctx.trainer_dir)
         if resume is not None:
             logger.info("resuming %s from %s", self.name, resume)
@@ -177,7 +195,6 @@ class SFT(BaseStage):
             stage_metrics["merge_max_abs_diff"] = diff
         else:
             merged = trainer.model
-        eos_ids = eos_token_ids(tokenizer, template)
         save_model_dir(merged, tokenizer, model_dir, chat_template=template, eos_ids=eos_ids)
         metrics = {
             "stage": self.name,
@@ -197,7 +214,5 @@ class SFT(BaseStage):
             eos_token_ids=tuple(eos_ids),
             adapter_path=str(adapter_dir) if adapter_dir else None,
         )
-        from ladder.training.common import write_model_card
-
         write_model_card(model_dir, out, config_to_dict(cfg))
         return out

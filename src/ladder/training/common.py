@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ladder.training.models import precision
+from ladder.training.models import device_name, precision
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
@@ -66,6 +66,7 @@ def trainer_args(
         "data_seed": ctx.seed,
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
+        "dataloader_pin_memory": device_name() == "cuda",
         **precision(precision_name),
     }
     args.update(dict(trainer_kwargs or {}))
