@@ -91,6 +91,12 @@ class Pipeline:
         self.recipe = dict(recipe or {})
         self.executor = executor
 
+    @property
+    def _executor(self) -> Any:
+        from ladder.executors import get_executor
+
+        return get_executor(self.executor)
+
     # pre-flight ----------------------------------------------------------------------------
     def _structure_problems(self) -> list[str]:
         problems: list[str] = []
@@ -310,7 +316,7 @@ class Pipeline:
         marker: dict[str, Any] = {"fingerprint": ctx.fingerprint}  # written last, by atomic_dir
         with atomic_dir(final_dir, replace=True, info=marker) as work:
             ctx.work_dir = work
-            produced = stage.run(checkpoint, ctx)
+            produced = self._executor.run_stage(stage, checkpoint, ctx)
             metrics = _read_metrics(work)
             if self.probes is not False:
                 metrics.update(self._observe(produced, work, eval_rows))

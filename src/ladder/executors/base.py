@@ -1,0 +1,34 @@
+"""The executor interface: runs one stage somewhere and returns its checkpoint."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from ladder.checkpoint import Checkpoint
+    from ladder.stage import Stage, StageContext
+
+__all__ = ["Executor", "LocalExecutor"]
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs ``stage`` from ``checkpoint`` with ``ctx`` and returns the stage's checkpoint.
+
+    The contract is the stage's own: artifacts land in ``ctx.work_dir`` (the pipeline publishes
+    them), resumable state in ``ctx.trainer_dir``. A remote executor ships the stage as its
+    registry name + config dict (``stage.to_spec()``) and rebuilds it on the worker.
+    """
+
+    name: str
+
+    def run_stage(self, stage: Stage, checkpoint: Checkpoint, ctx: StageContext) -> Checkpoint: ...
+
+
+class LocalExecutor:
+    """In this process (CPU or one GPU)."""
+
+    name = "local"
+
+    def run_stage(self, stage: Stage, checkpoint: Checkpoint, ctx: StageContext) -> Checkpoint:
+        return stage.run(checkpoint, ctx)
