@@ -108,7 +108,7 @@ class SFT(BaseStage):
             training_chat_template,
             warn_if_end_of_turn_untrained,
         )
-        from ladder.training.common import log_callback, trainer_args
+        from ladder.training.common import log_callback, quiet_trainer, trainer_args
         from ladder.training.lora import peft_config
         from ladder.training.models import load_model, load_tokenizer
 
@@ -156,6 +156,7 @@ class SFT(BaseStage):
             peft_config=peft_config(cfg.lora) if lora else None,
             callbacks=[log_callback(ctx)],
         )
+        quiet_trainer(trainer)
         facts = {"rows": rows, "label": label, "tokenizer": tokenizer, "template": template, "eos_ids": eos_ids}
         return trainer, facts
 

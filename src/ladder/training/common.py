@@ -7,7 +7,7 @@ import logging
 import math
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,10 +22,12 @@ if TYPE_CHECKING:
 __all__ = [
     "trainer_args",
     "log_callback",
+    "quiet_trainer",
     "last_complete_trainer_checkpoint",
     "save_model_dir",
     "write_model_card",
     "train_summary",
+    "publish_policy",
 ]
 
 logger = logging.getLogger(__name__)
@@ -87,6 +89,15 @@ def log_callback(ctx: StageContext) -> TrainerCallback:
                 ctx.log(record)
 
     return _Forward()
+
+
+def quiet_trainer(trainer: Any) -> Any:
+    """Drop the Trainer's stdout printer: ladder forwards logs to its own progress display."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    return trainer
 
 
 def last_complete_trainer_checkpoint(trainer_dir: Path) -> Path | None:
@@ -166,4 +177,83 @@ def train_summary(log_history: list[dict[str, Any]], *, runtime_s: float, tokens
         out["loss_last"] = losses[-1]
     if tokens is not None:
         out["train_tokens"] = tokens
+    return out
+
+
+def publish_policy(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    ctx: StageContext,
+    *,
+    stage_name: str,
+    stage_kind: str,
+    parent: Checkpoint,
+    config: Mapping[str, Any],
+    chat_template: str | None,
+    eos_ids: Sequence[int],
+    verify_texts: Sequence[str],
+    train: Mapping[str, Any],
+    stage_metrics: dict[str, Any],
+) -> Checkpoint:
+    """The tail every policy stage shares: publish the trained model as a new checkpoint.
+
+    With a PEFT model: saves the adapter to ``work_dir/adapter``, merges it and verifies the
+    merge on ``verify_texts`` (the merged model must reproduce the adapter-on-base logits).
+    Then saves the full model to ``work_dir/model`` with ``chat_template`` and ``eos_ids``,
+    writes ``metrics.json`` (``train`` and ``stage_metrics``, which gains
+    ``merge_max_abs_diff``) and the model card.
+
+    Args:
+        model: the trained model: a ``PeftModel`` (merged here) or a plain model (full
+            fine-tuning, saved as is).
+        tokenizer: the tokenizer to save beside the model.
+        ctx: the stage's context (``work_dir``, ``index``, ``fingerprint``).
+        stage_name, stage_kind: the stage's pipeline name and registry kind.
+        parent: the stage's input checkpoint (the new checkpoint's parent).
+        config: the stage config as a dict, for the model card.
+        chat_template: the template the checkpoint carries.
+        eos_ids: token ids that end a turn (written to ``generation_config.json``).
+        verify_texts: a few rendered training texts to verify the merge on.
+        train: the training summary (:func:`train_summary`).
+        stage_metrics: stage-specific metrics.
+
+    Returns:
+        The new policy :class:`~ladder.checkpoint.Checkpoint`, paths inside ``ctx.work_dir``.
+
+    Raises:
+        MergeVerificationError: the merge does not reproduce the adapter; nothing is published.
+    """
+    from ladder.atomic import atomic_write_json
+    from ladder.checkpoint import Checkpoint
+    from ladder.training.lora import merge_and_verify, save_adapter
+
+    model_dir = ctx.work_dir / "model"
+    adapter_dir = None
+    if hasattr(model, "merge_and_unload"):  # a PeftModel
+        adapter_dir = ctx.work_dir / "adapter"
+        save_adapter(model, adapter_dir)
+        merged, diff = merge_and_verify(model, tokenizer, list(verify_texts))
+        stage_metrics["merge_max_abs_diff"] = diff
+    else:
+        merged = model
+    save_model_dir(merged, tokenizer, model_dir, chat_template=chat_template, eos_ids=list(eos_ids))
+    metrics = {
+        "stage": stage_name,
+        "kind": stage_kind,
+        "index": ctx.index,
+        "train": dict(train),
+        "stage_metrics": stage_metrics,
+    }
+    atomic_write_json(ctx.work_dir / "metrics.json", metrics)
+    out = Checkpoint(
+        path=str(model_dir),
+        stage=stage_name,
+        kind="policy",
+        parent=parent,
+        fingerprint=ctx.fingerprint,
+        chat_template=chat_template,
+        eos_token_ids=tuple(eos_ids),
+        adapter_path=str(adapter_dir) if adapter_dir else None,
+    )
+    write_model_card(model_dir, out, config)
     return out
