@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
-from ladder.atomic import atomic_write_json
 from ladder.data.loading import as_spec, content_hash, load_rows
 from ladder.data.sft import normalize_sft_rows
 from ladder.errors import DataError, LadderError
@@ -161,19 +160,11 @@ class SFT(BaseStage):
         return trainer, facts
 
     def run(self, checkpoint: Checkpoint, ctx: StageContext) -> Checkpoint:
-        from ladder.checkpoint import Checkpoint
-        from ladder.training.common import (
-            last_complete_trainer_checkpoint,
-            save_model_dir,
-            train_summary,
-            write_model_card,
-        )
-        from ladder.training.lora import merge_and_verify, save_adapter
+        from ladder.training.common import last_complete_trainer_checkpoint, publish_policy, train_summary
 
         cfg: SFTStageConfig = self.config
         trainer, facts = self.build_trainer(checkpoint, ctx)
         rows, label, tokenizer = facts["rows"], facts["label"], facts["tokenizer"]
-        template, eos_ids, lora = facts["template"], facts["eos_ids"], cfg.finetuning == "lora"
         resume = last_complete_trainer_checkpoint(ctx.trainer_dir)
         if resume is not None:
             logger.info("resuming %s from %s", self.name, resume)
@@ -182,38 +173,18 @@ class SFT(BaseStage):
         runtime = time.perf_counter() - start
         tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
         tokens = int(tokens * max(cfg.num_train_epochs, 1.0)) if cfg.max_steps < 0 else tokens
-
-        stage_metrics: dict[str, Any] = {"rows": len(rows), "dataset": label}
-        model_dir = ctx.work_dir / "model"
-        adapter_dir = None
-        if lora:
-            adapter_dir = ctx.work_dir / "adapter"
-            save_adapter(trainer.model, adapter_dir)
-            texts = [
-                tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in rows[: min(3, len(rows))]
-            ]
-            merged, diff = merge_and_verify(trainer.model, tokenizer, texts)
-            stage_metrics["merge_max_abs_diff"] = diff
-        else:
-            merged = trainer.model
-        save_model_dir(merged, tokenizer, model_dir, chat_template=template, eos_ids=eos_ids)
-        metrics = {
-            "stage": self.name,
-            "kind": self.kind,
-            "index": ctx.index,
-            "train": train_summary(trainer.state.log_history, runtime_s=runtime, tokens=tokens),
-            "stage_metrics": stage_metrics,
-        }
-        atomic_write_json(ctx.work_dir / "metrics.json", metrics)
-        out = Checkpoint(
-            path=str(model_dir),
-            stage=self.name,
-            kind="policy",
+        verify = [tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in rows[:3]]
+        return publish_policy(
+            trainer.model,
+            tokenizer,
+            ctx,
+            stage_name=self.name,
+            stage_kind=self.kind,
             parent=checkpoint,
-            fingerprint=ctx.fingerprint,
-            chat_template=template,
-            eos_token_ids=tuple(eos_ids),
-            adapter_path=str(adapter_dir) if adapter_dir else None,
+            config=config_to_dict(cfg),
+            chat_template=facts["template"],
+            eos_ids=facts["eos_ids"],
+            verify_texts=verify,
+            train=train_summary(trainer.state.log_history, runtime_s=runtime, tokens=tokens),
+            stage_metrics={"rows": len(rows), "dataset": label},
         )
-        write_model_card(model_dir, out, config_to_dict(cfg))
-        return out
