@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
-from ladder.atomic import atomic_write_json
 from ladder.data.loading import as_spec, content_hash, load_rows
 from ladder.errors import DataError, LadderError
 from ladder.stage import BaseStage, StageContext, config_to_dict
@@ -154,20 +153,19 @@ class CPT(BaseStage):
         return content_hash([{"text": t} for t in texts])
 
     def run(self, checkpoint: Checkpoint, ctx: StageContext) -> Checkpoint:
-        """Train a LoRA on the text, merge and verify it, write ``model/`` + ``adapter/`` + ``metrics.json``."""
+        """Train a LoRA on the text, then merge, verify and publish it into ``ctx.work_dir``."""
         from datasets import Dataset
         from trl import SFTConfig, SFTTrainer
 
-        from ladder.checkpoint import Checkpoint
         from ladder.training.common import (
             last_complete_trainer_checkpoint,
             log_callback,
-            save_model_dir,
+            publish_policy,
+            quiet_trainer,
             train_summary,
             trainer_args,
-            write_model_card,
         )
-        from ladder.training.lora import merge_and_verify, peft_config, save_adapter
+        from ladder.training.lora import peft_config
         from ladder.training.models import load_model, load_tokenizer
 
         cfg: CPTStageConfig = self.config
@@ -209,6 +207,7 @@ class CPT(BaseStage):
             peft_config=peft_config(cfg.lora),
             callbacks=[log_callback(ctx)],  # -> ctx.log -> trainer_log.jsonl and the progress display
         )
+        quiet_trainer(trainer)  # the library never prints; logs reach the user through ctx.log
         resume = last_complete_trainer_checkpoint(ctx.trainer_dir)
         if resume is not None:
             logger.info("resuming %s from %s", self.name, resume)
@@ -216,32 +215,20 @@ class CPT(BaseStage):
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         runtime = time.perf_counter() - start
         tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])  # one epoch of the corpus
-
-        adapter_dir = ctx.work_dir / "adapter"
-        model_dir = ctx.work_dir / "model"
-        save_adapter(trainer.model, adapter_dir)
-        merged, diff = merge_and_verify(trainer.model, tokenizer, [t[:_VERIFY_CHARS] for t in texts[:3]])
-        # CPT does not touch the chat format: keep the input's template and stop tokens.
-        save_model_dir(merged, tokenizer, model_dir, chat_template=tokenizer.chat_template, eos_ids=None)
-        atomic_write_json(
-            ctx.work_dir / "metrics.json",
-            {
-                "stage": self.name,
-                "kind": self.kind,
-                "index": ctx.index,
-                "train": train_summary(trainer.state.log_history, runtime_s=runtime, tokens=tokens),
-                "stage_metrics": {"documents": len(texts), "dataset": label, "merge_max_abs_diff": diff},
-            },
-        )
-        out = Checkpoint(
-            path=str(model_dir),
-            stage=self.name,
-            kind="policy",
-            parent=checkpoint,  # a new value; the input checkpoint is never modified
-            fingerprint=ctx.fingerprint,
+        # Saves adapter/, merges it and verifies the merge, saves model/, writes metrics.json and
+        # the model card, and returns the new Checkpoint (parent=checkpoint; the input is untouched).
+        return publish_policy(
+            trainer.model,
+            tokenizer,
+            ctx,
+            stage_name=self.name,
+            stage_kind=self.kind,
+            parent=checkpoint,
+            config=config_to_dict(cfg),
+            # CPT does not touch the chat format: keep the input's template and stop tokens.
             chat_template=tokenizer.chat_template,
-            eos_token_ids=checkpoint.eos_token_ids,
-            adapter_path=str(adapter_dir),
+            eos_ids=checkpoint.eos_token_ids,
+            verify_texts=[t[:_VERIFY_CHARS] for t in texts[:3]],
+            train=train_summary(trainer.state.log_history, runtime_s=runtime, tokens=tokens),
+            stage_metrics={"documents": len(texts), "dataset": label},
         )
-        write_model_card(model_dir, out, config_to_dict(cfg))
-        return out
