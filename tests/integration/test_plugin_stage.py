@@ -185,7 +185,7 @@ def test_pipeline_trains_the_plugin_stage_into_a_merged_checkpoint(
 
 def test_text_file_and_rows_are_the_same_data(site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(site))
-    from ladder import Pipeline
+    from ladder import DataError, Pipeline
     from ladder_cpt import CPT, load_texts
 
     corpus = tmp_path / "corpus.txt"
@@ -193,6 +193,10 @@ def test_text_file_and_rows_are_the_same_data(site: Path, tmp_path: Path, monkey
     texts, label, problems = load_texts(corpus)
     assert (len(texts), label, problems) == (5, str(corpus), [])
     assert texts[1] == "A recipe for bread: mix flour, water, yeast and salt,\nthen bake."
+    (tmp_path / "blank.txt").write_text("\n \n")
+    with pytest.raises(DataError, match="no text in the file") as info:
+        load_texts(tmp_path / "blank.txt")
+    assert info.value.source == str(tmp_path / "blank.txt")
 
     pipeline = Pipeline([CPT(dataset=str(corpus))], model="unused")
     from_file = pipeline.fingerprint(CPT(dataset=str(corpus)), "in")

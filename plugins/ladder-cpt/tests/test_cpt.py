@@ -32,6 +32,18 @@ def test_txt_documents_are_separated_by_blank_lines(tmp_path: Path) -> None:
     assert (label, problems) == (str(corpus), [])
 
 
+def test_a_txt_file_without_text_is_reported_not_raised(tmp_path: Path) -> None:
+    (tmp_path / "blank.txt").write_text("\n  \n\n")
+    ctx = StageContext(run_dir=tmp_path, work_dir=tmp_path, final_dir=tmp_path, trainer_dir=tmp_path)
+
+    assert CPT(dataset=str(tmp_path / "blank.txt")).validate(ctx) == [
+        f"stage 'cpt': {tmp_path / 'blank.txt'}: no text in the file; put documents in it, separated by blank lines"
+    ]
+    assert CPT(dataset=str(tmp_path / "missing.txt")).validate(ctx) == [
+        f"stage 'cpt': {tmp_path / 'missing.txt'}: no such file; give an existing .txt file"
+    ]
+
+
 def test_validate_reports_every_bad_row(tmp_path: Path) -> None:
     rows = [{"text": "ok"}, {"body": "no text"}, {"text": ["not", "a", "string"]}, {"text": "\n"}]
     stage = CPT(dataset=rows)

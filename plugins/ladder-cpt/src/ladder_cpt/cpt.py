@@ -94,8 +94,13 @@ def _read_txt(path: Path) -> list[dict[str, Any]]:
         raise DataError("no such file; give an existing .txt file", source=str(path)) from exc
     except UnicodeDecodeError as exc:
         raise DataError(f"not UTF-8 text ({exc.reason}); re-encode it as UTF-8", source=str(path)) from exc
+    except OSError as exc:
+        raise DataError(f"cannot read it: {exc.strerror}", source=str(path)) from exc
     docs = [d.strip("\n") for d in re.split(r"\n[ \t]*\n", text)]
-    return [{"text": d} for d in docs if d.strip()]
+    rows = [{"text": d} for d in docs if d.strip()]
+    if not rows:
+        raise DataError("no text in the file; put documents in it, separated by blank lines", source=str(path))
+    return rows
 
 
 def load_texts(dataset: Any) -> tuple[list[str], str, list[DataError]]:
