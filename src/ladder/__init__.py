@@ -25,7 +25,7 @@ from ladder.errors import (
     UnknownComponentError,
     ValidationError,
 )
-from ladder.registry import rewards, stages
+from ladder import rewards, stages  # packages whose functions delegate to the registries
 from ladder.stage import BaseStage, Stage, StageContext
 
 __version__ = "0.1.0"

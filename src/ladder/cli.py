@@ -45,7 +45,7 @@ def _setup_logging(verbose: bool, debug: bool) -> None:
         os.environ.setdefault("DATASETS_VERBOSITY", "error")
 
 
-def _doc_line(value: str) -> str:
+def _doc_line(value: str, _depth: int = 0) -> str:
     """First docstring line of ``module:attr`` read from source with ``ast`` (no import)."""
     module, _, attr = value.partition(":")
     try:
@@ -62,8 +62,17 @@ def _doc_line(value: str) -> str:
         if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.name == attr:
             doc = ast.get_docstring(node) or ""
             return doc.strip().splitlines()[0] if doc.strip() else ""
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == attr for t in node.targets):
-            return ""
+        if isinstance(node, ast.ImportFrom) and any((a.asname or a.name) == attr for a in node.names):
+            if _depth >= 3:
+                return ""
+            source = node.module or ""
+            if node.level:  # relative import: resolve against this module's package
+                package = module if spec.submodule_search_locations else module.rpartition(".")[0]
+                for _ in range(node.level - 1):
+                    package = package.rpartition(".")[0]
+                source = f"{package}.{source}" if source else package
+            name = next(a.name for a in node.names if (a.asname or a.name) == attr)
+            return _doc_line(f"{source}:{name}", _depth + 1)
     return ""
 
 
