@@ -25,7 +25,6 @@ from ladder.errors import (
     UnknownComponentError,
     ValidationError,
 )
-from ladder import rewards, stages  # packages whose functions delegate to the registries
 from ladder.stage import BaseStage, Stage, StageContext
 
 __version__ = "0.1.0"
@@ -78,6 +77,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name in ("stages", "rewards"):  # packages whose functions delegate to the registries
+        return import_module(f"ladder.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'ladder' has no attribute {name!r}")
