@@ -10,11 +10,12 @@ Decoding uses only :class:`GenerationSettings`: the checkpoint's own ``generatio
 EOS ids, so a difference between two stages' answers comes from the weights, not from
 different decoding defaults.
 
-Greedy decoding (``temperature=0``, the default) is deterministic and does not depend on which
-other prompts share a batch: left padding is masked and position ids are counted from the first
-real token, so a prompt's answer is the same alone or in a batch (up to float rounding in the
-last bits, which flips a greedy choice only on an exact near-tie). Sampling is reproducible for
-the same prompts, seed and batch size.
+Greedy decoding (``temperature=0``, the default) is deterministic, and a prompt's answer does
+not depend on which other prompts share its batch: left padding is masked and ``generate()``
+counts position ids from the first real token. The logits are equal only up to float rounding
+(about 1e-7 in fp32 on CPU: matrix and attention kernels round differently for other shapes),
+which can flip a greedy choice only where the two best tokens are that close. Sampling is
+reproducible for the same prompts, seed and batch size.
 
 Backends: :class:`TransformersGenerator` (always available) and :class:`VLLMGenerator`
 (``pip install 'ladder[vllm]'``, needs a CUDA GPU). :func:`load_generator` picks one.
@@ -27,7 +28,7 @@ import importlib.util
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Protocol, Union, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, runtime_checkable
 
 import attrs
 
@@ -39,30 +40,33 @@ if TYPE_CHECKING:
     from ladder.checkpoint import Checkpoint
 
 __all__ = [
-    "GenerationSettings",
+    "END_OF_TURN_TOKENS",
+    "Conversation",
     "Generation",
+    "GenerationSettings",
     "Generator",
     "TransformersGenerator",
     "VLLMGenerator",
-    "Conversation",
     "as_messages",
-    "render_prompt",
-    "stop_token_ids",
+    "chat_text",
+    "encode_text",
     "generate",
-    "resolve_backend",
     "load_generator",
+    "render_prompt",
+    "resolve_backend",
+    "stop_token_ids",
 ]
 
 logger = logging.getLogger(__name__)
 
 Backend = Literal["auto", "transformers", "vllm"]
 #: A chat conversation (``[{"role": ..., "content": ...}, ...]``) or a bare user prompt.
-Conversation = Union[str, Sequence[Mapping[str, Any]]]
+Conversation = str | Sequence[Mapping[str, Any]]
 
 # End-of-turn tokens of common chat formats (ChatML, Llama 3, Gemma, Phi-3). A model trained on
 # its chat format ends an answer with one of these, which is often not the tokenizer's EOS
 # (base Qwen2.5's EOS is <|endoftext|>, its turns end with <|im_end|>).
-_END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
 
 
 @attrs.frozen(kw_only=True)
@@ -99,9 +103,7 @@ class GenerationSettings:
     backend: Backend = attrs.field(
         default="auto",
         validator=attrs.validators.in_(("auto", "transformers", "vllm")),
-        metadata={
-            "help": "auto: vLLM when installed and a CUDA GPU is present, else transformers."
-        },
+        metadata={"help": "auto: vLLM when installed and a CUDA GPU is present, else transformers."},
     )
 
     @property
@@ -174,12 +176,21 @@ def render_prompt(tokenizer: PreTrainedTokenizerBase, conversation: Conversation
             f"ladder cannot build chat prompts for it. Use a model that ships one, or set the "
             f"tokenizer's chat_template (e.g. ladder's ChatML template) before probing."
         )
-    return tokenizer.apply_chat_template(
-        as_messages(conversation), add_generation_prompt=True, tokenize=False
+    return chat_text(tokenizer, as_messages(conversation), add_generation_prompt=True)
+
+
+def chat_text(
+    tokenizer: PreTrainedTokenizerBase, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool
+) -> str:
+    """``messages`` rendered by the tokenizer's chat template, as text."""
+    text = tokenizer.apply_chat_template(
+        [dict(m) for m in messages], add_generation_prompt=add_generation_prompt, tokenize=False
     )
+    return cast(str, text)
 
 
-def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+def encode_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Token ids of ``text`` without added special tokens."""
     # The chat template already writes any BOS token the model expects.
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -212,7 +223,7 @@ def stop_token_ids(model: Any, tokenizer: PreTrainedTokenizerBase) -> tuple[int,
     add(getattr(config, "eos_token_id", None))
     add(tokenizer.eos_token_id)
     template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None
-    for token in _END_OF_TURN_TOKENS:
+    for token in END_OF_TURN_TOKENS:
         if template is not None and token not in template:
             continue
         add(_token_id(tokenizer, token))
@@ -231,7 +242,7 @@ def _finish(
             # Anything after the stop token is padding of a finished row in the batch.
             tokens, stopped = tokens[:k], True
             break
-    text = tokenizer.decode(tokens, skip_special_tokens=True)
+    text = cast(str, tokenizer.decode(tokens, skip_special_tokens=True))
     return Generation(
         text=text,
         num_tokens=len(tokens),
@@ -290,14 +301,14 @@ def generate(
     from transformers import GenerationConfig
 
     settings = settings or GenerationSettings()
-    prompts = [_encode(tokenizer, render_prompt(tokenizer, c)) for c in conversations]
+    prompts = [encode_text(tokenizer, render_prompt(tokenizer, c)) for c in conversations]
     if not prompts:
         return []
     stops = stop_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops or (0,))[0]
     sampling: dict[str, Any] = (
         {"do_sample": False}
-        # top_k=0 switches off transformers' default top-k of 50, as vLLM samples by default.
+        # top_k=0 turns off transformers' default top-k of 50; vLLM applies no top-k either.
         if settings.greedy
         else {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p, "top_k": 0}
     )
@@ -325,7 +336,7 @@ def generate(
                 [[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in batch],
                 device=device,
             )
-            out = model.generate(
+            out = model.generate(  # type: ignore[operator]
                 input_ids=input_ids, attention_mask=attention_mask, generation_config=config
             )
             for row, i in zip(out[:, width:].tolist(), batch, strict=True):
@@ -414,7 +425,9 @@ class VLLMGenerator:  # pragma: no cover - needs a GPU
         self.settings = settings or GenerationSettings()
         self.tokenizer = load_tokenizer(checkpoint, options)
         try:
-            gen_config: Any = GenerationConfig.from_pretrained(path, revision=revision)
+            gen_config: Any = GenerationConfig.from_pretrained(
+                path, **({"revision": revision} if revision else {})
+            )
         except OSError:
             gen_config = None
         holder = type("_Holder", (), {"generation_config": gen_config})()
@@ -434,7 +447,7 @@ class VLLMGenerator:  # pragma: no cover - needs a GPU
         from vllm import SamplingParams
 
         settings = settings or self.settings
-        prompts = [_encode(self.tokenizer, render_prompt(self.tokenizer, c)) for c in conversations]
+        prompts = [encode_text(self.tokenizer, render_prompt(self.tokenizer, c)) for c in conversations]
         if not prompts:
             return []
         params = SamplingParams(

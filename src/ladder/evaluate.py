@@ -1,0 +1,320 @@
+"""Evaluations on held-out data: preference accuracy and verifiable-answer accuracy.
+
+Both run on any checkpoint of the ladder, the base included, so a metric table shows each
+rung's effect: DPO should raise preference accuracy, GRPO exact match and format rate.
+
+Preference accuracy scores each response by its summed log-probability under the model, given
+the chat-templated prompt (response tokens only, end-of-turn token included):
+
+* **reference-free** (no ``ref_model``): the score is ``logp_policy(response | prompt)``. The
+  pipeline uses this: it needs nothing but the checkpoint, so stages (and the base) compare.
+* **DPO implicit reward** (``ref_model`` given): ``beta * (logp_policy - logp_ref)``, the
+  reward DPO optimises; its margin is what DPO's ``rewards/margins`` logs.
+
+A pair counts as correct when the chosen response scores higher than the rejected one (a tie
+counts one half).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ladder.errors import DataError, RewardError
+from ladder.generation import (
+    END_OF_TURN_TOKENS,
+    GenerationSettings,
+    as_messages,
+    chat_text,
+    encode_text,
+    generate,
+    render_prompt,
+    stop_token_ids,
+)
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = [
+    "check_pairs",
+    "check_problems",
+    "preference_accuracy",
+    "response_logprobs",
+    "reward_model_accuracy",
+    "verifiable_accuracy",
+]
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def _check_prompt(value: Any, source: str, row: int) -> None:
+    if isinstance(value, str):
+        return
+    try:
+        as_messages(value)
+    except Exception as exc:
+        raise DataError(
+            "must be a string or a list of {role, content} messages", source=source, row=row, field="prompt"
+        ) from exc
+
+
+def check_pairs(pairs: Sequence[Mapping[str, Any]], source: str = "preference eval") -> None:
+    """Raise :class:`DataError` naming the row and field of the first malformed pair."""
+    for i, row in enumerate(pairs):
+        if not isinstance(row, Mapping):
+            raise DataError(f"expected a mapping, got {type(row).__name__}", source=source, row=i)
+        for field in ("prompt", "chosen", "rejected"):
+            if field not in row:
+                raise DataError(
+                    "missing; a pair needs prompt, chosen and rejected", source=source, row=i, field=field
+                )
+        _check_prompt(row["prompt"], source, i)
+        for field in ("chosen", "rejected"):
+            if not isinstance(row[field], str):
+                raise DataError(
+                    f"must be a string (the response text), got {type(row[field]).__name__}",
+                    source=source,
+                    row=i,
+                    field=field,
+                )
+
+
+def check_problems(problems: Sequence[Mapping[str, Any]], source: str = "verifiable eval") -> None:
+    """Raise :class:`DataError` naming the row and field of the first malformed problem."""
+    for i, row in enumerate(problems):
+        if not isinstance(row, Mapping):
+            raise DataError(f"expected a mapping, got {type(row).__name__}", source=source, row=i)
+        for field in ("prompt", "answer"):
+            if field not in row or row[field] is None:
+                raise DataError(
+                    "missing; a problem needs prompt and answer", source=source, row=i, field=field
+                )
+        _check_prompt(row["prompt"], source, i)
+        if isinstance(row["answer"], str) and not row["answer"].strip():
+            raise DataError("is blank; give the reference answer", source=source, row=i, field="answer")
+
+
+# --------------------------------------------------------------------------- log-probs
+
+
+@contextlib.contextmanager
+def _scoring(*models: Any) -> Iterator[None]:
+    import torch
+
+    modes = [m.training for m in models]
+    for m in models:
+        m.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        for m, mode in zip(models, modes, strict=True):
+            m.train(mode)
+
+
+def _end_of_turn_id(tokenizer: PreTrainedTokenizerBase, stops: Sequence[int]) -> int | None:
+    for tid in stops:
+        if tokenizer.convert_ids_to_tokens(tid) in END_OF_TURN_TOKENS:
+            return tid
+    return tokenizer.eos_token_id
+
+
+def _tokenize_pair(
+    tokenizer: PreTrainedTokenizerBase, prompt: Any, response: str, stops: Sequence[int]
+) -> tuple[list[int], list[int]]:
+    """(prompt ids, response ids): the response as the chat template writes an assistant turn."""
+    messages = as_messages(prompt)
+    prompt_text = render_prompt(tokenizer, messages)
+    full = chat_text(
+        tokenizer, [*messages, {"role": "assistant", "content": response}], add_generation_prompt=False
+    )
+    if full.startswith(prompt_text):
+        response_ids = encode_text(tokenizer, full[len(prompt_text) :])
+        # Keep up to the end-of-turn token: what follows (ChatML's "\n") is layout, not answer.
+        stop_set = set(stops)
+        last = max((k for k, t in enumerate(response_ids) if t in stop_set), default=None)
+        if last is not None:
+            response_ids = response_ids[: last + 1]
+    else:
+        # Templates that rewrite earlier turns (e.g. dropping reasoning) break the prefix;
+        # fall back to the response text followed by the end-of-turn token.
+        end = _end_of_turn_id(tokenizer, stops)
+        response_ids = encode_text(tokenizer, response) + ([end] if end is not None else [])
+    return encode_text(tokenizer, prompt_text), response_ids
+
+
+def response_logprobs(
+    model: PreTrainedModel,
+    sequences: Sequence[tuple[Sequence[int], Sequence[int]]],
+    *,
+    batch_size: int = 8,
+    pad_id: int = 0,
+) -> list[float]:
+    """Summed log-probability of each response given its prompt.
+
+    Args:
+        model: a causal LM.
+        sequences: ``(prompt_ids, response_ids)`` pairs.
+        batch_size: sequences scored together (right-padded, masked).
+        pad_id: the id used for padding (masked, its value does not matter).
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    order = sorted(range(len(sequences)), key=lambda i: -(len(sequences[i][0]) + len(sequences[i][1])))
+    scores = [0.0] * len(sequences)
+    with _scoring(model):
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            rows = [list(sequences[i][0]) + list(sequences[i][1]) for i in batch]
+            width = max(len(r) for r in rows)
+            input_ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in rows], device=device)
+            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+            logits = model(input_ids=input_ids, attention_mask=mask).logits
+            for b, i in enumerate(batch):
+                p, n = len(sequences[i][0]), len(sequences[i][1])
+                if n == 0:
+                    continue
+                # The token at position j is predicted by the logits at j - 1.
+                step_logits = logits[b, p - 1 : p + n - 1].float()
+                targets = input_ids[b, p : p + n].unsqueeze(-1)
+                scores[i] = step_logits.log_softmax(-1).gather(-1, targets).sum().item()
+    return scores
+
+
+def _summary(chosen: Sequence[float], rejected: Sequence[float]) -> dict[str, Any]:
+    n = len(chosen)
+    wins = sum(1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected, strict=True))
+    margin = sum(c - r for c, r in zip(chosen, rejected, strict=True))
+    return {"accuracy": wins / n if n else 0.0, "margin": margin / n if n else 0.0, "n": n}
+
+
+def preference_accuracy(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[Mapping[str, Any]],
+    *,
+    ref_model: PreTrainedModel | None = None,
+    beta: float = 0.1,
+    batch_size: int = 8,
+) -> dict[str, Any]:
+    """How often the model prefers the chosen response of held-out preference pairs.
+
+    Args:
+        model: the policy (a causal LM).
+        tokenizer: its tokenizer; its chat template renders the prompts and responses.
+        pairs: rows ``{"prompt": str | messages, "chosen": str, "rejected": str}``.
+        ref_model: when given, scores are DPO's implicit reward
+            ``beta * (logp_model - logp_ref)``; otherwise the reference-free ``logp_model``
+            (see the module docstring).
+        beta: DPO's beta (only with ``ref_model``).
+        batch_size: sequences scored together.
+
+    Returns:
+        ``{"accuracy": share of pairs with chosen > rejected (ties 1/2), "margin": mean of
+        score(chosen) - score(rejected), "n": number of pairs}``.
+    """
+    check_pairs(pairs)
+    stops = stop_token_ids(model, tokenizer)
+    sequences = []
+    for row in pairs:
+        sequences.append(_tokenize_pair(tokenizer, row["prompt"], row["chosen"], stops))
+        sequences.append(_tokenize_pair(tokenizer, row["prompt"], row["rejected"], stops))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    scores = response_logprobs(model, sequences, batch_size=batch_size, pad_id=pad_id)
+    if ref_model is not None:
+        ref = response_logprobs(ref_model, sequences, batch_size=batch_size, pad_id=pad_id)
+        scores = [beta * (s - r) for s, r in zip(scores, ref, strict=True)]
+    return _summary(scores[0::2], scores[1::2])
+
+
+def reward_model_accuracy(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """Preference accuracy of a reward model (a sequence classifier with one output).
+
+    Each response is scored by the model's scalar output on the chat-templated conversation.
+    Sequences are scored one at a time: the classifier pools at the last non-padding token,
+    which padding can confuse when the pad token also ends the text.
+    """
+    import torch
+
+    check_pairs(pairs)
+    stops = stop_token_ids(None, tokenizer)
+    device = next(model.parameters()).device
+    scores: list[float] = []
+    with _scoring(model):
+        for row in pairs:
+            for response in (row["chosen"], row["rejected"]):
+                p, r = _tokenize_pair(tokenizer, row["prompt"], response, stops)
+                out = model(input_ids=torch.tensor([p + r], device=device))
+                scores.append(out.logits[0, 0].float().item())
+    return _summary(scores[0::2], scores[1::2])
+
+
+# --------------------------------------------------------------------------- verifiable
+
+
+def _reward_values(name: str, values: Any, n: int) -> list[float]:
+    """The scored values (``None`` means "not scored", as TRL reads it)."""
+    if not isinstance(values, (list, tuple)) or len(values) != n:
+        raise RewardError(f"reward {name!r} returned {values!r}; expected a list of {n} floats")
+    out = []
+    for v in values:
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+            raise RewardError(f"reward {name!r} returned {v!r}; every value must be a finite number")
+        out.append(float(v))
+    return out
+
+
+def verifiable_accuracy(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    problems: Sequence[Mapping[str, Any]],
+    settings: GenerationSettings | None = None,
+) -> dict[str, Any]:
+    """Exact-match and format rate of greedy answers to held-out verifiable problems.
+
+    Answers are generated greedily (``settings.temperature`` is overridden to 0) and scored
+    with ladder's registered rewards ``exact_match`` and ``tag_format``, the same functions
+    GRPO trains with.
+
+    Args:
+        problems: rows ``{"prompt": str | messages, "answer": str}`` (``answer`` as
+            ``exact_match`` reads it: ``"42"``, GSM8K's ``"... #### 42"``, or a list of
+            accepted answers).
+        settings: generation settings (``max_new_tokens``, ``batch_size``).
+
+    Returns:
+        ``{"exact_match": mean exact-match reward, "format_rate": mean format reward, "n":
+        number of problems}``; a reward's ``None`` (not scored) is left out of its mean.
+    """
+    from ladder.registry import rewards
+
+    check_problems(problems)
+    settings = attrs.evolve(settings or GenerationSettings(), temperature=0.0)
+    prompts = [row["prompt"] for row in problems]
+    answers = [row["answer"] for row in problems]
+    gens = generate(model, tokenizer, prompts, settings)
+    completions = [g.text for g in gens]
+    result: dict[str, Any] = {}
+    for key, name in (("exact_match", "exact_match"), ("format_rate", "tag_format")):
+        func = rewards.get(name)
+        try:
+            values = func(completions=completions, answer=answers, prompts=prompts)
+        except Exception as exc:
+            raise RewardError(f"reward {name!r} failed while evaluating: {exc}") from exc
+        values = _reward_values(name, values, len(completions))
+        result[key] = sum(values) / len(values) if values else 0.0
+    result["n"] = len(problems)
+    return result

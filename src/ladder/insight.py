@@ -1,0 +1,138 @@
+"""Watching the model change: probe and measure one checkpoint.
+
+The pipeline calls :func:`observe` for the base model and after every stage, with the same
+probes, evaluation data and generation settings, and feeds what it returns to the report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ladder.atomic import atomic_write_text
+from ladder.checkpoint import Checkpoint
+from ladder.errors import ConfigError
+from ladder.generation import Generation, GenerationSettings
+from ladder.probes import Probe
+
+__all__ = ["EVAL_KINDS", "PROBES_FILE", "observe"]
+
+logger = logging.getLogger(__name__)
+
+PROBES_FILE = "probes.jsonl"
+#: The evaluation data :func:`observe` understands.
+EVAL_KINDS = ("preference", "verifiable")
+
+
+def _release_memory() -> None:
+    gc.collect()
+    with contextlib.suppress(Exception):
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def observe(
+    checkpoint: Checkpoint | str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    probes: Sequence[Probe] | None = None,
+    evals: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    settings: GenerationSettings | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Probe and evaluate one checkpoint.
+
+    Loads the model once, answers the probes (written to ``out_dir/probes.jsonl``, one JSON row
+    per probe, see :func:`ladder.probes.run_probes`) and runs the evaluations.
+    Generation uses the transformers backend on that one loaded model: the same weights then
+    serve probes, log-prob scoring and verifiable answers, and nothing is loaded twice.
+
+    A reward checkpoint (``kind="reward"``) answers no probes and has no behaviour; its
+    preference evaluation uses its scalar score (:func:`ladder.evaluate.reward_model_accuracy`).
+
+    Args:
+        checkpoint: the checkpoint (or a model directory / hub id, taken as a policy).
+        out_dir: where ``probes.jsonl`` is written (the pipeline publishes it atomically).
+        probes: the probes to answer (see :func:`ladder.probes.resolve_probes`); ``None``
+            means the defaults, an empty sequence none.
+        evals: ``{"preference": [pair rows], "verifiable": [problem rows]}``; either may be
+            absent or empty.
+        settings: generation settings for probes and verifiable problems.
+        options: run options for loading (``trust_remote_code``, ``revision``, ...).
+
+    Returns:
+        ``{"eval": {"preference": {...}, "verifiable": {...}}, "behaviour": {...}}`` with only
+        the evaluations that ran; ``behaviour`` (see :func:`ladder.metrics.behaviour`) is
+        measured on the probe answers and empty when no probe ran.
+    """
+    from ladder.evaluate import (
+        check_pairs,
+        check_problems,
+        preference_accuracy,
+        reward_model_accuracy,
+        verifiable_accuracy,
+    )
+    from ladder.metrics import behaviour
+    from ladder.probes import DEFAULT_PROBES, run_probes
+    from ladder.training.models import load_model, load_tokenizer
+
+    if not isinstance(checkpoint, Checkpoint):
+        checkpoint = Checkpoint.base(os.fspath(checkpoint))
+    evals = dict(evals or {})
+    unknown = set(evals) - set(EVAL_KINDS)
+    if unknown:
+        raise ConfigError(f"unknown evaluation data {sorted(unknown)}; known: {', '.join(EVAL_KINDS)}")
+    settings = settings or GenerationSettings()
+    probes = list(DEFAULT_PROBES if probes is None else probes)
+    out_dir = Path(out_dir)
+
+    result: dict[str, Any] = {"eval": {}, "behaviour": {}}
+    if checkpoint.kind == "reward":
+        # A sequence classifier does not generate: no probes, no verifiable answers.
+        probes, evals = [], {k: v for k, v in evals.items() if k == "preference"}
+    if not probes and not any(evals.values()):
+        return result
+    # Malformed rows fail here, before a model is loaded.
+    check_pairs(evals.get("preference") or ())
+    check_problems(evals.get("verifiable") or ())
+    started = time.monotonic()
+    tokenizer = load_tokenizer(checkpoint, options)
+    model = load_model(checkpoint, options, kind=checkpoint.kind)
+    try:
+        if checkpoint.kind == "reward":
+            if evals.get("preference"):
+                result["eval"]["preference"] = reward_model_accuracy(model, tokenizer, evals["preference"])
+        else:
+            if probes:
+                rows = run_probes(model, tokenizer, probes, settings)
+                atomic_write_text(
+                    out_dir / PROBES_FILE,
+                    "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows),
+                )
+                gens = [
+                    Generation(r["answer"], r["num_tokens"], r["stopped"], r["finish_reason"]) for r in rows
+                ]
+                result["behaviour"] = behaviour(gens)
+            if evals.get("preference"):
+                result["eval"]["preference"] = preference_accuracy(
+                    model, tokenizer, evals["preference"], batch_size=settings.batch_size
+                )
+            if evals.get("verifiable"):
+                result["eval"]["verifiable"] = verifiable_accuracy(
+                    model, tokenizer, evals["verifiable"], settings
+                )
+    finally:
+        # The pipeline goes on to train the next stage in this process: give the memory back.
+        del model
+        _release_memory()
+    logger.debug("observed %s in %.1fs", checkpoint.stage, time.monotonic() - started)
+    return result

@@ -1,0 +1,226 @@
+"""Probes, evaluations and observe() on the tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from ladder.checkpoint import Checkpoint
+from ladder.errors import ConfigError, DataError
+from ladder.evaluate import (
+    _tokenize_pair,
+    preference_accuracy,
+    response_logprobs,
+    reward_model_accuracy,
+    verifiable_accuracy,
+)
+from ladder.generation import GenerationSettings, generate, stop_token_ids
+from ladder.insight import observe
+from ladder.probes import DEFAULT_PROBES, Probe, run_probes
+from ladder.registry import rewards
+from ladder.training.models import load_model, load_tokenizer
+
+SETTINGS = GenerationSettings(max_new_tokens=8)
+PAIRS = [
+    {"prompt": "What is 2 + 3?", "chosen": "The answer is 5.", "rejected": "Paris."},
+    {"prompt": [{"role": "user", "content": "Say hello."}], "chosen": "hello world", "rejected": "no"},
+    {"prompt": "Capital of Italy?", "chosen": "Rome.", "rejected": "The capital of Italy is Paris, I think."},
+]
+PROBLEMS = [
+    {"prompt": "What is 7 + 8? Answer in <answer></answer> tags.", "answer": "15"},
+    {"prompt": [{"role": "user", "content": "How many apples?"}], "answer": "12"},
+    {"prompt": "Add 2 and 3.", "answer": "#### 5"},
+]
+PROBES = [
+    Probe(id="bread", prompt="A recipe for bread, please."),
+    Probe(
+        id="few_shot",
+        messages=[
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": "Who made you?"},
+        ],
+    ),
+    Probe(id="short", prompt="What is 2 + 3?", max_new_tokens=3),
+]
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model: Path) -> Any:
+    return load_tokenizer(tiny_model)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model: Path) -> Any:
+    return load_model(tiny_model, device="cpu")
+
+
+# --------------------------------------------------------------------------- probes
+
+
+def test_probe_rows(model: Any, tok: Any) -> None:
+    rows = run_probes(model, tok, PROBES, SETTINGS)
+    assert [r["id"] for r in rows] == ["bread", "few_shot", "short"]
+    for row in rows:
+        assert set(row) == {"id", "prompt", "answer", "num_tokens", "stopped", "finish_reason"}
+        assert isinstance(row["answer"], str)
+        assert row["finish_reason"] == ("stop" if row["stopped"] else "length")
+    assert rows[0]["prompt"] == "A recipe for bread, please."
+    assert rows[1]["prompt"] == "user: hi\nassistant: hello\nuser: Who made you?"
+    assert rows[0]["num_tokens"] <= 8
+    assert rows[2]["num_tokens"] <= 3  # the probe's own limit wins
+    # Probes go through the chat template: the same answer as generating the conversation.
+    assert rows[1]["answer"] == generate(model, tok, [PROBES[1].conversation], SETTINGS)[0].text
+
+
+# --------------------------------------------------------------------------- preference
+
+
+def test_response_tokens_end_with_the_end_of_turn_token(tok: Any) -> None:
+    stops = stop_token_ids(None, tok)
+    prompt_ids, response_ids = _tokenize_pair(tok, "What is 2 + 3?", "It is 5.", stops)
+    assert tok.decode(prompt_ids) == "<|im_start|>user\nWhat is 2 + 3?<|im_end|>\n<|im_start|>assistant\n"
+    assert tok.decode(response_ids) == "It is 5.<|im_end|>"
+
+
+def test_summed_logprob_matches_a_direct_computation(model: Any, tok: Any) -> None:
+    stops = stop_token_ids(model, tok)
+    sequences = [_tokenize_pair(tok, row["prompt"], row["chosen"], stops) for row in PAIRS]
+    batched = response_logprobs(model, sequences, batch_size=3, pad_id=tok.pad_token_id)
+    for (p, r), score in zip(sequences, batched, strict=True):
+        ids = torch.tensor([p + r])
+        with torch.no_grad():
+            logp = model(ids).logits[0].log_softmax(-1)
+        expected = sum(logp[len(p) + k - 1, tok_id].item() for k, tok_id in enumerate(r))
+        assert score == pytest.approx(expected, abs=1e-4)
+        assert score < 0
+
+
+def test_reference_model_equal_to_the_policy_gives_zero_margin(model: Any, tok: Any) -> None:
+    assert preference_accuracy(model, tok, PAIRS, ref_model=model, beta=0.1) == {
+        "accuracy": 0.5,
+        "margin": 0.0,
+        "n": 3,
+    }
+
+
+def test_identical_responses_are_ties(model: Any, tok: Any) -> None:
+    pairs = [{**row, "rejected": row["chosen"]} for row in PAIRS]
+    assert preference_accuracy(model, tok, pairs) == {"accuracy": 0.5, "margin": 0.0, "n": 3}
+
+
+def test_swapping_chosen_and_rejected_mirrors_the_result(model: Any, tok: Any) -> None:
+    forward = preference_accuracy(model, tok, PAIRS, batch_size=2)
+    swapped = preference_accuracy(
+        model, tok, [{**r, "chosen": r["rejected"], "rejected": r["chosen"]} for r in PAIRS], batch_size=2
+    )
+    assert forward["n"] == swapped["n"] == 3
+    assert 0.0 <= forward["accuracy"] <= 1.0
+    assert swapped["accuracy"] == pytest.approx(1.0 - forward["accuracy"])
+    assert swapped["margin"] == pytest.approx(-forward["margin"])
+    assert forward["margin"] != 0.0
+
+
+@pytest.mark.parametrize(
+    ("row", "field"),
+    [
+        ({"prompt": "p", "chosen": "c"}, "rejected"),
+        ({"prompt": "p", "chosen": 3, "rejected": "r"}, "chosen"),
+        ({"prompt": [{"content": "no role"}], "chosen": "c", "rejected": "r"}, "prompt"),
+    ],
+)
+def test_malformed_pairs_name_row_and_field(model: Any, tok: Any, row: dict, field: str) -> None:
+    with pytest.raises(DataError) as info:
+        preference_accuracy(model, tok, [PAIRS[0], row])
+    assert (info.value.row, info.value.field) == (1, field)
+
+
+def test_reward_model_accuracy(tiny_model: Path, tok: Any) -> None:
+    rm = load_model(tiny_model, kind="reward", device="cpu")
+    ties = reward_model_accuracy(rm, tok, [{**r, "rejected": r["chosen"]} for r in PAIRS])
+    assert ties == {"accuracy": 0.5, "margin": 0.0, "n": 3}
+    forward = reward_model_accuracy(rm, tok, PAIRS)
+    swapped = reward_model_accuracy(
+        rm, tok, [{**r, "chosen": r["rejected"], "rejected": r["chosen"]} for r in PAIRS]
+    )
+    assert swapped["accuracy"] == pytest.approx(1.0 - forward["accuracy"])
+    assert swapped["margin"] == pytest.approx(-forward["margin"])
+
+
+# --------------------------------------------------------------------------- verifiable
+
+
+def test_verifiable_accuracy_scores_greedy_answers_with_the_registered_rewards(model: Any, tok: Any) -> None:
+    result = verifiable_accuracy(model, tok, PROBLEMS, GenerationSettings(max_new_tokens=16, temperature=1.0))
+    assert result["n"] == 3
+    assert 0.0 <= result["exact_match"] <= 1.0 and 0.0 <= result["format_rate"] <= 1.0
+    # Greedy whatever the settings say, scored by exact_match and tag_format.
+    texts = [
+        g.text
+        for g in generate(model, tok, [p["prompt"] for p in PROBLEMS], GenerationSettings(max_new_tokens=16))
+    ]
+    answers = [p["answer"] for p in PROBLEMS]
+    em = rewards.get("exact_match")(completions=texts, answer=answers)
+    fmt = rewards.get("tag_format")(completions=texts, answer=answers)
+    assert result["exact_match"] == pytest.approx(sum(em) / 3)
+    assert result["format_rate"] == pytest.approx(sum(fmt) / 3)
+
+
+def test_a_blank_reference_answer_is_a_data_error(model: Any, tok: Any) -> None:
+    with pytest.raises(DataError) as info:
+        verifiable_accuracy(model, tok, [PROBLEMS[0], {"prompt": "p", "answer": " "}], SETTINGS)
+    assert (info.value.row, info.value.field) == (1, "answer")
+
+
+# --------------------------------------------------------------------------- observe
+
+
+def test_observe_writes_probes_and_measures(tiny_model: Path, tmp_path: Path) -> None:
+    result = observe(
+        Checkpoint.base(tiny_model),
+        tmp_path / "a",
+        probes=None,  # the defaults
+        evals={"preference": PAIRS, "verifiable": PROBLEMS},
+        settings=SETTINGS,
+    )
+    rows = [json.loads(line) for line in (tmp_path / "a" / "probes.jsonl").read_text("utf-8").splitlines()]
+    assert [r["id"] for r in rows] == [p.id for p in DEFAULT_PROBES]
+    assert set(result) == {"eval", "behaviour"}
+    assert set(result["eval"]) == {"preference", "verifiable"}
+    assert result["eval"]["preference"]["n"] == 3 and result["eval"]["verifiable"]["n"] == 3
+    behaviour = result["behaviour"]
+    assert set(behaviour) == {"mean_answer_tokens", "stop_rate", "repetition"}
+    assert behaviour["mean_answer_tokens"] == pytest.approx(sum(r["num_tokens"] for r in rows) / len(rows))
+    assert behaviour["stop_rate"] == sum(r["stopped"] for r in rows) / len(rows)
+    assert 0.0 <= behaviour["repetition"] <= 1.0
+    json.dumps(result)  # JSON-able, for metrics.json
+
+
+def test_probing_the_same_checkpoint_twice_is_byte_identical(tiny_model: Path, tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        observe(tiny_model, tmp_path / name, probes=PROBES, evals={}, settings=SETTINGS)
+    first = (tmp_path / "a" / "probes.jsonl").read_bytes()
+    assert first == (tmp_path / "b" / "probes.jsonl").read_bytes()
+    assert len(first.splitlines()) == len(PROBES)
+
+
+def test_reward_checkpoints_answer_no_probes(tiny_model: Path, tmp_path: Path) -> None:
+    ckpt = Checkpoint(path=str(tiny_model), stage="rm", kind="reward")
+    result = observe(ckpt, tmp_path, probes=PROBES, evals={"preference": PAIRS}, settings=SETTINGS)
+    assert not (tmp_path / "probes.jsonl").exists()
+    assert result["behaviour"] == {}
+    assert result["eval"]["preference"]["n"] == 3
+
+
+def test_no_probes_and_no_evals(tiny_model: Path, tmp_path: Path) -> None:
+    assert observe(tiny_model, tmp_path, probes=[], evals=None) == {"eval": {}, "behaviour": {}}
+    assert not (tmp_path / "probes.jsonl").exists()
+
+
+def test_unknown_evaluation_data(tiny_model: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown evaluation data"):
+        observe(tiny_model, tmp_path, probes=[], evals={"mmlu": []})
