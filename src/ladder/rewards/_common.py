@@ -15,12 +15,12 @@ from typing import Any
 __all__ = [
     "completion_text",
     "completion_texts",
-    "last_tag_block",
     "extract_answer_text",
     "gold_answer",
-    "parse_number",
     "last_number",
+    "last_tag_block",
     "normalize_text",
+    "parse_number",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -60,18 +60,14 @@ def completion_text(completion: Any) -> str:
     elif isinstance(completion, (list, tuple)):
         messages = completion
     else:
-        raise TypeError(
-            f"a completion must be a string or a list of messages, got {type(completion).__name__}"
-        )
+        raise TypeError(f"a completion must be a string or a list of messages, got {type(completion).__name__}")
     parts: list[str] = []
     for message in messages:
         if isinstance(message, str):
             parts.append(message)
             continue
         if not isinstance(message, dict):
-            raise TypeError(
-                f"a conversational completion must hold message dicts, got {type(message).__name__}"
-            )
+            raise TypeError(f"a conversational completion must hold message dicts, got {type(message).__name__}")
         if message.get("role", "assistant") != "assistant":
             continue
         content = message.get("content")
@@ -237,18 +233,18 @@ def parse_number(text: str) -> Fraction | None:
         s = s[2:-2].strip()
     elif len(s) > 1 and s.startswith("$") and s.endswith("$") and s.count("$") == 2:
         s = s[1:-1].strip()  # inline LaTeX math, e.g. "$42$"
-    if s.endswith("%"):
-        s = s[:-1].rstrip()
-    elif s.endswith("\\%"):
+    if s.endswith("\\%"):
         s = s[:-2].rstrip()
+    elif s.endswith("%"):
+        s = s[:-1].rstrip()
     sign = ""
-    if s[:1] in "+-":
+    if s and s[0] in "+-":
         sign, s = s[0], s[1:].lstrip()
     for symbol in ("\\$", "$", "\u20ac", "\u00a3", "\u00a5"):
         if s.startswith(symbol):
             s = s[len(symbol) :].lstrip()
             break
-    if not sign and s[:1] in "+-":  # "$-5"
+    if not sign and s and s[0] in "+-":  # "$-5"
         sign, s = s[0], s[1:].lstrip()
     frac = _LATEX_FRAC.match(s)
     if frac:

@@ -23,7 +23,7 @@ from ladder.rewards._common import (
     strip_answer_prefix,
 )
 
-__all__ = ["exact_match", "multiple_choice", "extract_final_answer", "extract_choice", "answers_match"]
+__all__ = ["answers_match", "exact_match", "extract_choice", "extract_final_answer", "multiple_choice"]
 
 
 def extract_final_answer(text: str) -> str | None:
@@ -48,10 +48,12 @@ def extract_final_answer(text: str) -> str | None:
     number = last_number(text)
     if number is not None:
         return _format_number(number)
+    return _last_line(text)
+
+
+def _last_line(text: str) -> str | None:
     lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
-        return None
-    return strip_answer_prefix(lines[-1]).strip()
+    return strip_answer_prefix(lines[-1]).strip() if lines else None
 
 
 def _format_number(value: Fraction) -> str:
@@ -124,18 +126,12 @@ def exact_match(completions: Sequence[Any], answer: Sequence[Any], **kwargs: Any
             rewards.append(None)
             continue
         text = completion_text(completion)
-        if any(parse_number(g) is not None for g in golds):
-            # Extract from the tags/box/####/last number: a numeric gold never looks at the
-            # last line as text.
-            marked = extract_answer_text(text)
-            predicted = marked if marked is not None else _number_or_none(last_number(text))
-        else:
-            predicted = extract_final_answer(text)
-            if predicted is not None and extract_answer_text(text) is None:
-                # No marked answer: a non-numeric gold is compared with the last line, not a
-                # number that happens to occur in it.
-                lines = [line for line in text.splitlines() if line.strip()]
-                predicted = strip_answer_prefix(lines[-1]).strip() if lines else None
+        predicted = extract_answer_text(text)
+        if predicted is None:
+            if any(parse_number(g) is not None for g in golds):
+                predicted = _number_or_none(last_number(text))
+            else:
+                predicted = _last_line(text)
         rewards.append(1.0 if any(answers_match(predicted, g) for g in golds) else 0.0)
     return rewards
 
@@ -152,15 +148,18 @@ _LETTERS = "ABCDEFGHIJ"
 _CHOICE_ALONE = re.compile(r"^\s*[\(\[]?([A-J])[\)\]]?\s*(?:$|[.:)\]]\s*|[\s]*[-\u2013]\s+)", re.DOTALL)
 # "the answer is (B)", "Answer: B", "correct option is B" anywhere in free text.
 _CHOICE_PHRASE = re.compile(
-    r"(?i:answer|option|choice)\s*(?i:is|:|=)?\s*(?i:option|choice)?\s*:?\s*[\(\[]?([A-J])\b[\)\]]?"
+    r"(?i:answer|correct\s+(?:option|choice))\s*(?i:is|=)?\s*:?\s*(?i:option|choice)?\s*:?\s*"
+    r"[\(\[]?([A-J])\b[\)\]]?"
 )
+_CHOICE_WHOLE = re.compile(r"\s*[\(\[]?([A-J])[\)\]]?\.?\s*")
 
 
 def extract_choice(text: str) -> str | None:
     """The option letter (A-J) a completion commits to, or ``None``.
 
     Looks inside the last ``<answer>`` block first (``"B"``, ``"(B)"``, ``"B. Paris"``,
-    ``"The answer is B"``), then for the last "answer is (B)" / "Answer: B" phrase in the text.
+    ``"The answer is B"``), then whether the whole completion is a letter (``"B"``, ``"(B)."``),
+    then for the last "answer is (B)" / "Answer: B" / "correct option is B" phrase in the text.
     A block listing several letters (``"A B C D"``, ``"A/B"``) commits to none. Letters must be
     capitals outside the tags, so "the answer is a cat" is not option A.
 
@@ -178,6 +177,9 @@ def extract_choice(text: str) -> str | None:
             return alone.group(1)
         phrases = _CHOICE_PHRASE.findall(block)
         return phrases[-1] if phrases else None
+    whole = _CHOICE_WHOLE.fullmatch(text)
+    if whole:
+        return whole.group(1)
     phrases = _CHOICE_PHRASE.findall(text)
     return phrases[-1] if phrases else None
 
@@ -192,9 +194,7 @@ def _gold_letter(value: Any) -> str | None:
     return text if len(text) == 1 and text in _LETTERS else None
 
 
-def multiple_choice(
-    completions: Sequence[Any], answer: Sequence[Any], **kwargs: Any
-) -> list[float | None]:
+def multiple_choice(completions: Sequence[Any], answer: Sequence[Any], **kwargs: Any) -> list[float | None]:
     """1.0 when the completion picks the row's correct option letter, else 0.0.
 
     The choice is read by :func:`extract_choice`. The ``answer`` column holds the correct
@@ -211,10 +211,10 @@ def multiple_choice(
 
     Example:
         >>> multiple_choice(
-        ...     ["<answer>B</answer>", "The answer is (C).", "<answer>A, B</answer>", "B"],
-        ...     answer=["B", "b", "A", 1],
+        ...     ["<answer>B</answer>", "The answer is (C).", "<answer>A, B</answer>", "B", "x"],
+        ...     answer=["B", "b", "A", 1, None],
         ... )
-        [1.0, 0.0, 0.0, 0.0]
+        [1.0, 0.0, 0.0, 1.0, None]
     """
     rewards: list[float | None] = []
     for completion, gold_value in zip(completions, answer, strict=True):
