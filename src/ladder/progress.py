@@ -28,6 +28,12 @@ logger = logging.getLogger(__name__)
 
 _STATUS_MARKS = {
     "done": "[green]✓[/]",
+    "complete": "[green]✓[/]",
+    "skipped": "[cyan]↷[/]",
+    "cached": "[cyan]↷[/]",
+    "failed": "[red]✗[/]",
+}
+    "done": "[green]✓[/]",
     "skipped": "[cyan]↷[/]",
     "cached": "[cyan]↷[/]",
     "failed": "[red]✗[/]",
@@ -153,7 +159,7 @@ class ProgressDisplay:
         return Text(self._line())  # plain text: names and paths are not markup
 
     def stage_finished(self, name: str, status: str, duration_s: float | None, output: str | None) -> None:
-        """A stage ended: ``status`` is ``done``, ``skipped`` (already complete) or ``failed``."""
+        """A stage ended: ``status`` is ``done``/``complete``, ``skipped`` (already complete) or ``failed``."""
         prefix = self._prefix() if self._stage and self._stage.get("name") == name else name
         where = f" -> {output}" if output else ""
         if self.interactive:

@@ -97,6 +97,17 @@ def test_interactive_leaves_one_line_per_finished_stage(
     assert "✓ [1/2] sft done in 1m05s -> runs/demo/01-sft" in out.getvalue()
 
 
+def test_interactive_marks_failures(clock: Clock) -> None:
+    out = io.StringIO()
+    display = ProgressDisplay(
+        Console(file=out, force_terminal=True, width=120, color_system=None), interactive=True
+    )
+    display.stage_started(1, 1, "grpo", "grpo")
+    display.stage_finished("grpo", "failed", 12.0, None)
+    assert "✗ [1/1] grpo failed in 12s" in out.getvalue()
+    assert display._status is None  # the live line is gone
+
+
 def test_summary_is_one_table(clock: Clock) -> None:
     console, out = plain_console()
     display = ProgressDisplay(console)
