@@ -33,11 +33,6 @@ _STATUS_MARKS = {
     "cached": "[cyan]↷[/]",
     "failed": "[red]✗[/]",
 }
-    "done": "[green]✓[/]",
-    "skipped": "[cyan]↷[/]",
-    "cached": "[cyan]↷[/]",
-    "failed": "[red]✗[/]",
-}
 
 
 def format_duration(seconds: float | None) -> str:
@@ -159,7 +154,7 @@ class ProgressDisplay:
         return Text(self._line())  # plain text: names and paths are not markup
 
     def stage_finished(self, name: str, status: str, duration_s: float | None, output: str | None) -> None:
-        """A stage ended: ``status`` is ``done``/``complete``, ``skipped`` (already complete) or ``failed``."""
+        """A stage ended: ``status`` is ``done``/``complete``, ``skipped`` (already done) or ``failed``."""
         prefix = self._prefix() if self._stage and self._stage.get("name") == name else name
         where = f" -> {output}" if output else ""
         if self.interactive:
