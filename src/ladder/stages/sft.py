@@ -160,7 +160,12 @@ class SFT(BaseStage):
         return trainer, facts
 
     def run(self, checkpoint: Checkpoint, ctx: StageContext) -> Checkpoint:
-        from ladder.training.common import last_complete_trainer_checkpoint, publish_policy, train_summary
+        from ladder.training.common import (
+            last_complete_trainer_checkpoint,
+            main_process_model,
+            publish_policy,
+            train_summary,
+        )
 
         cfg: SFTStageConfig = self.config
         trainer, facts = self.build_trainer(checkpoint, ctx)
@@ -173,9 +178,12 @@ class SFT(BaseStage):
         runtime = time.perf_counter() - start
         tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
         tokens = int(tokens * max(cfg.num_train_epochs, 1.0)) if cfg.max_steps < 0 else tokens
+        trained = main_process_model(trainer, checkpoint, ctx)  # every process of a launch calls it
+        if trained is None:  # not the main process: the main one publishes, this result is discarded
+            return checkpoint
         verify = [tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in rows[:3]]
         return publish_policy(
-            trainer.model,
+            trained,
             tokenizer,
             ctx,
             stage_name=self.name,

@@ -28,6 +28,7 @@ __all__ = [
     "write_model_card",
     "train_summary",
     "publish_policy",
+    "main_process_model",
 ]
 
 logger = logging.getLogger(__name__)
@@ -257,3 +258,55 @@ def publish_policy(
     )
     write_model_card(model_dir, out, config)
     return out
+
+
+def main_process_model(trainer: Any, checkpoint: Checkpoint, ctx: StageContext) -> Any | None:
+    """The trained model with all its weights on the main process; ``None`` on the others.
+
+    Call it on *every* process after ``trainer.train()`` and before saving or merging: under a
+    multi-process launch (``accelerate launch``: DDP, DeepSpeed, FSDP) it waits for all of them,
+    and when the weights are sharded (ZeRO-3, FSDP) it gathers them, which takes every process.
+    A stage then saves, merges and verifies on the main process only, and returns early on the
+    others (their result is discarded), so two processes never write the same files.
+
+    Args:
+        trainer: a ``transformers.Trainer`` (any TRL trainer) that has trained.
+        checkpoint: the stage's input checkpoint (the base to reload when weights were sharded).
+        ctx: the stage's context (``trainer_dir`` holds the gathered weights, ``options`` the
+            loading options).
+
+    Returns:
+        In a single process: ``trainer.model`` (a ``PeftModel`` for LoRA). Under DDP or ZeRO-1/2,
+        on the main process: ``trainer.model``. Under ZeRO-3/FSDP, on the main process: the
+        gathered weights reloaded (the adapter on a freshly loaded input model, or the full
+        model). On every other process: ``None``.
+    """
+    accelerator = getattr(trainer, "accelerator", None)
+    if accelerator is None or accelerator.num_processes <= 1:
+        return trainer.model
+    if not _weights_sharded(trainer):
+        accelerator.wait_for_everyone()
+        return trainer.model if accelerator.is_main_process else None
+    gathered = ctx.trainer_dir / "gathered-model"
+    trainer.save_model(str(gathered))  # collective: gathers the shards, writes on the main process
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return None
+    from ladder.training.models import load_model
+
+    if hasattr(trainer.model, "peft_config"):  # a LoRA: the adapter was saved, not the base
+        from peft import PeftModel
+
+        base = load_model(checkpoint, ctx.options)
+        return PeftModel.from_pretrained(base, str(gathered))
+    return load_model(str(gathered), ctx.options)
+
+
+def _weights_sharded(trainer: Any) -> bool:
+    """Whether no single process holds the full weights (DeepSpeed ZeRO-3, or FSDP)."""
+    if getattr(trainer, "is_fsdp_enabled", False):
+        return True
+    if getattr(trainer, "is_deepspeed_enabled", False):
+        plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+        return getattr(plugin, "zero_stage", 0) == 3
+    return False
