@@ -110,9 +110,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from ladder.progress import ProgressDisplay
 
     pipeline = _load(args)
-    display = ProgressDisplay()
-    result = pipeline.run(force=args.force, from_stage=args.from_stage, progress=display)
-    display.summary(_summary_rows(result.run_dir))
+    with ProgressDisplay() as display:
+        result = pipeline.run(force=args.force, from_stage=args.from_stage, progress=display)
+        display.summary(_summary_rows(result.run_dir))
     print(f"final checkpoint: {result.final.path}")
     if result.report:
         print(f"report: {result.report}")

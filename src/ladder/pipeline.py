@@ -269,8 +269,11 @@ class Pipeline:
                     outputs[stage.name] = reused
                     manifest.update_stage(stage.name, status="reused", fingerprint=fp,
                                           checkpoint=reused.to_dict(), metrics=_read_metrics(ctx.final_dir))
-                    logger.info("[%d/%d] %s: complete output found (fingerprint %s), skipped",
-                                i, len(self.stages), stage.name, fp)
+                    if progress is not None:
+                        progress.stage_finished(stage.name, "skipped", None, str(ctx.final_dir))
+                    else:
+                        logger.info("[%d/%d] %s: complete output found (fingerprint %s), skipped",
+                                    i, len(self.stages), stage.name, fp)
                     continue
                 outputs[stage.name] = self._run_stage(stage, checkpoint, ctx, manifest, eval_rows, progress)
                 trained.append(stage.name)
@@ -282,6 +285,8 @@ class Pipeline:
             except KeyError:
                 pass
             manifest.finish("failed", error=f"stage {current!r} failed: {error}")
+            if progress is not None:
+                progress.stage_finished(current, "failed", None, None)
             self._write_report()
             if isinstance(exc, (LadderError, KeyboardInterrupt, SystemExit)) or not isinstance(exc, Exception):
                 raise
@@ -307,11 +312,12 @@ class Pipeline:
         started = time.time()
         manifest.update_stage(stage.name, status="running", fingerprint=ctx.fingerprint,
                               started_at=started, error=None)
-        logger.info("[%d/%d] %s (%s) starting from %s", ctx.index, ctx.total, stage.name, stage.kind,
-                    checkpoint.stage)
         if progress is not None:
             progress.stage_started(ctx.index, ctx.total, stage.name, stage.kind)
             ctx.on_log = progress.log
+        else:
+            logger.info("[%d/%d] %s (%s) starting from %s", ctx.index, ctx.total, stage.name, stage.kind,
+                        checkpoint.stage)
         final_dir = ctx.final_dir
         marker: dict[str, Any] = {"fingerprint": ctx.fingerprint}  # written last, by atomic_dir
         with atomic_dir(final_dir, replace=True, info=marker) as work:
@@ -329,9 +335,10 @@ class Pipeline:
         duration = time.time() - started
         manifest.update_stage(stage.name, status="complete", finished_at=time.time(), duration_s=duration,
                               checkpoint=published.to_dict(), metrics=metrics)
-        logger.info("[%d/%d] %s done in %.1fs -> %s", ctx.index, ctx.total, stage.name, duration, final_dir)
         if progress is not None:
             progress.stage_finished(stage.name, "complete", duration, str(final_dir))
+        else:
+            logger.info("[%d/%d] %s done in %.1fs -> %s", ctx.index, ctx.total, stage.name, duration, final_dir)
         return published
 
     # probes and evaluations ----------------------------------------------------------------
