@@ -27,6 +27,9 @@ __all__ = [
     "delta_tone",
     "metric_rows",
     "flatten",
+    "is_warning",
+    "warnings_of",
+    "MetricCell",
 ]
 
 Unit = Literal["pct", "float", "int", "tokens", "seconds"]
@@ -44,12 +47,14 @@ class MetricSpec:
         direction: ``1`` when up is good, ``-1`` when down is good, ``0`` when neither (or
             when comparing across stages means nothing, as for training losses).
         help: one line shown as the row's tooltip; docs/reading-the-report.md says more.
+        compare: whether a change across stages is shown (not for sample counts).
     """
 
     label: str
     unit: Unit = "float"
     direction: int = 0
     help: str = ""
+    compare: bool = True
 
 
 # Sections of metrics.json shown in the table, in order, with their headings.
@@ -60,23 +65,37 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("stage_metrics", "Stage-specific"),
 )
 
-# Keys are "<section>.<key>" paths into metrics.json (nested dicts joined with dots).
+# Keys are "<section>.<key>" paths into metrics.json (nested dicts joined with dots). Both
+# the flat evaluation keys (eval.exact_match) and the nested ones ladder's evaluator writes
+# (eval.verifiable.exact_match) are declared, so either shape gets labels and colours.
+_PREF_ACC = MetricSpec(
+    label="preference accuracy", unit="pct", direction=1,
+    help="share of held-out pairs where the model prefers the chosen answer",
+)
+_PREF_MARGIN = MetricSpec(
+    label="preference margin", unit="float", direction=1,
+    help="mean log-probability gap chosen minus rejected on held-out pairs",
+)
+_EXACT = MetricSpec(
+    label="exact match", unit="pct", direction=1,
+    help="share of held-out verifiable problems answered exactly right",
+)
+_FORMAT = MetricSpec(
+    label="format rate", unit="pct", direction=1,
+    help="share of held-out answers in the expected format",
+)
 METRICS: dict[str, MetricSpec] = {
-    "eval.preference_accuracy": MetricSpec(
-        label="preference accuracy", unit="pct", direction=1,
-        help="share of held-out pairs where the model prefers the chosen answer",
-    ),
-    "eval.preference_margin": MetricSpec(
-        label="preference margin", unit="float", direction=1,
-        help="mean log-probability gap chosen minus rejected on held-out pairs",
-    ),
-    "eval.exact_match": MetricSpec(
-        label="exact match", unit="pct", direction=1,
-        help="share of held-out verifiable problems answered exactly right",
-    ),
-    "eval.format_rate": MetricSpec(
-        label="format rate", unit="pct", direction=1,
-        help="share of held-out answers in the expected format",
+    "eval.preference_accuracy": _PREF_ACC,
+    "eval.preference_margin": _PREF_MARGIN,
+    "eval.exact_match": _EXACT,
+    "eval.format_rate": _FORMAT,
+    "eval.preference.accuracy": _PREF_ACC,
+    "eval.preference.margin": _PREF_MARGIN,
+    "eval.preference.n": MetricSpec(label="preference pairs evaluated", unit="int", compare=False),
+    "eval.verifiable.exact_match": _EXACT,
+    "eval.verifiable.format_rate": _FORMAT,
+    "eval.verifiable.n": MetricSpec(
+        label="verifiable problems evaluated", unit="int", compare=False
     ),
     "behaviour.mean_answer_tokens": MetricSpec(
         label="mean answer length (tokens)", unit="tokens", direction=0,
@@ -87,11 +106,13 @@ METRICS: dict[str, MetricSpec] = {
         help="share of probe answers that ended on their own, before the token limit",
     ),
     "behaviour.repetition": MetricSpec(
-        label="repetition", unit="float", direction=-1,
-        help="how much answers repeat themselves (0 = no repeated n-grams)",
+        label="repetition", unit="pct", direction=-1,
+        help="share of repeated word 3-grams in an answer, averaged over probes (0 = none)",
     ),
     "train.loss_first": MetricSpec(label="loss (first step)", help="training loss at the first log"),
     "train.loss_last": MetricSpec(label="loss (last step)", help="training loss at the last log"),
+    "train.reward_first": MetricSpec(label="reward (first steps)", help="GRPO mean reward, first logs"),
+    "train.reward_last": MetricSpec(label="reward (last steps)", help="GRPO mean reward, last logs"),
     "train.steps": MetricSpec(label="optimizer steps", unit="int"),
     "train.runtime_s": MetricSpec(label="training time", unit="seconds"),
     "train.train_tokens": MetricSpec(label="tokens trained on", unit="int"),
@@ -105,6 +126,11 @@ METRICS: dict[str, MetricSpec] = {
     ),
     "stage_metrics.heldout_before.margin": MetricSpec(label="held-out margin before"),
     "stage_metrics.heldout_after.margin": MetricSpec(label="held-out margin after"),
+    "stage_metrics.rows": MetricSpec(label="training rows", unit="int"),
+    "stage_metrics.merge_max_abs_diff": MetricSpec(
+        label="merge check: max |logit diff|",
+        help="largest logit difference between adapter-on-base and the merged model",
+    ),
 }
 
 # Metrics whose across-stage movement is meaningful get deltas; training numbers of
@@ -132,7 +158,12 @@ def spec_for(path: str, value: Any = None) -> MetricSpec:
         unit = "seconds"
     else:
         unit = "float"
-    return MetricSpec(label=key.replace("_", " "), unit=unit)
+    # Unknown nested metrics keep their path (minus the section) so that, e.g., a reward
+    # weight and a reward value of the same function do not share a label; TRL-style
+    # segments ("rewards/exact_match/mean_first") keep only their last part.
+    parts = [part.rsplit("/", 1)[-1] for part in path.split(".")[1:]]
+    label = " › ".join(parts) or key
+    return MetricSpec(label=label.replace("_", " "), unit=unit, compare=key != "n")
 
 
 def _is_number(value: Any) -> bool:
@@ -145,7 +176,7 @@ def format_value(value: Any, unit: Unit) -> str:
     >>> format_value(0.4567, "pct"), format_value(2.34567, "float"), format_value(12345, "int")
     ('45.7%', '2.346', '12,345')
     >>> format_value(42.25, "tokens"), format_value(75.5, "seconds"), format_value(None, "pct")
-    ('42.2', '1 min 15.5 s', '—')
+    ('42.2', '1 min 16 s', '—')
     """
     if value is None:
         return "—"
@@ -180,10 +211,10 @@ def format_duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f} s"
     if seconds < 3600:
-        minutes, rest = divmod(seconds, 60)
-        return f"{int(minutes)} min {rest:.1f} s"
-    hours, rest = divmod(seconds, 3600)
-    return f"{int(hours)} h {int(rest // 60):02d} min"
+        minutes, rest = divmod(round(seconds), 60)
+        return f"{minutes} min {rest:02d} s"
+    hours, rest_s = divmod(seconds, 3600)
+    return f"{int(hours)} h {int(rest_s // 60):02d} min"
 
 
 def format_delta(value: Any, previous: Any, unit: Unit) -> str | None:
@@ -290,8 +321,28 @@ def metric_rows(run: RunView) -> list[MetricRow]:
         known = [p for p in METRICS if p in paths]
         paths = known + [p for p in paths if p not in METRICS]
         for path in paths:
+            if is_warning(path):
+                continue
             rows.append(_row(run, section, path))
     return rows
+
+
+def is_warning(path: str) -> bool:
+    """Whether a metric path holds a warning sentence (shown as a note, not in the table).
+
+    >>> is_warning("stage_metrics.zero_spread_warning"), is_warning("eval.exact_match")
+    (True, False)
+    """
+    return path.rsplit(".", 1)[-1].endswith("warning")
+
+
+def warnings_of(stage: StageView) -> list[str]:
+    """The warning sentences a stage recorded in its metrics (``*_warning`` keys)."""
+    return [
+        str(value)
+        for path, value in flatten(stage.metrics)
+        if is_warning(path) and isinstance(value, str) and value
+    ]
 
 
 def _row(run: RunView, section: str, path: str) -> MetricRow:
@@ -308,7 +359,7 @@ def _row(run: RunView, section: str, path: str) -> MetricRow:
         delta = None
         tone = "neutral"
         compared = None
-        if present and section in _DELTA_SECTIONS:
+        if present and spec.compare and section in _DELTA_SECTIONS:
             parent = run.parent_of(stage)
             if parent is not None:
                 p_present, p_value = _lookup(parent.metrics, path)

@@ -71,22 +71,32 @@ def _slug(text: str) -> str:
 
 
 def _style(ax: Axes, *, title: str, ylabel: str, xlabel: str = "step") -> None:
-    ax.set_title(title, loc="left", fontsize=10, color=_INK, fontweight="bold")
-    ax.set_xlabel(xlabel, fontsize=8, color=_INK)
-    ax.set_ylabel(ylabel, fontsize=8, color=_INK)
-    ax.tick_params(labelsize=7, colors=_INK)
+    ax.set_title(title, loc="left", fontsize=11, color=_INK, fontweight="bold")
+    ax.set_xlabel(xlabel, fontsize=9, color=_INK)
+    ax.set_ylabel(ylabel, fontsize=9, color=_INK)
+    ax.tick_params(labelsize=8, colors=_INK)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     for side in ("left", "bottom"):
         ax.spines[side].set_color("#AAAAAA")
     ax.grid(True, color=_GRID, linewidth=0.8)
     ax.set_axisbelow(True)
+    if xlabel == "step":
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _figure(width: float = 5.2, height: float = 3.0) -> Figure:
+def _figure(width: float = 4.8, height: float = 3.0, *, constrained: bool = False) -> Figure:
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    if constrained:
+        return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    # Fixed margins for the many one-axes charts: constrained layout draws every figure
+    # twice, which doubles the report's rendering time for the same picture.
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    fig.subplots_adjust(left=0.17, right=0.97, top=0.88, bottom=0.16)
+    return fig
 
 
 def _png(fig: Figure) -> bytes:
@@ -130,7 +140,7 @@ def _ema(values: Sequence[float]) -> list[float]:
 def _legend(ax: Axes) -> None:
     handles, _labels = ax.get_legend_handles_labels()
     if len(handles) > 1:
-        ax.legend(fontsize=7, frameon=False)
+        ax.legend(fontsize=8, frameon=False)
 
 
 def _train_records(stage: StageView) -> list[Mapping[str, Any]]:
@@ -244,7 +254,7 @@ def _chart_zero_std(stage: StageView, ax: Axes) -> str | None:
     _line(ax, steps, [v * 100 for v in values], color=PALETTE[3])
     ax.set_ylim(-2, 102)
     _style(ax, title=f"Groups with no reward spread · {stage.label}",
-           ylabel="groups with zero std (%)")
+           ylabel="% of groups, all rewards equal")
     return "Groups with zero reward spread"
 
 
@@ -323,12 +333,12 @@ def stage_plots(stage: StageView) -> list[Plot]:
     return plots
 
 
-# The run-wide chart's rates, in order; any other pct metric present is appended.
-_ACROSS_RATES = (
-    "eval.exact_match",
-    "eval.format_rate",
-    "eval.preference_accuracy",
-    "behaviour.stop_rate",
+# The run-wide chart's rates, in order; each may sit at a flat or a nested path.
+_ACROSS_RATES: tuple[tuple[str, ...], ...] = (
+    ("eval.exact_match", "eval.verifiable.exact_match"),
+    ("eval.format_rate", "eval.verifiable.format_rate"),
+    ("eval.preference_accuracy", "eval.preference.accuracy"),
+    ("behaviour.stop_rate",),
 )
 
 
@@ -338,16 +348,16 @@ def metrics_plot(run: RunView) -> Plot | None:
     ``None`` when no stage recorded any of them.
     """
     stages = [s for s in run.stages if s.metrics]
-    rates = []
-    for path in _ACROSS_RATES:
-        if any(_get(s.metrics, path) is not None for s in stages):
-            rates.append(path)
+    rates: list[tuple[str, ...]] = []
+    for paths in _ACROSS_RATES:
+        if any(_first(s.metrics, paths) is not None for s in stages):
+            rates.append(paths)
     length = "behaviour.mean_answer_tokens"
     has_length = any(_get(s.metrics, length) is not None for s in stages)
     if not rates and not has_length:
         return None
 
-    fig = _figure(10.0, 3.4)
+    fig = _figure(10.0, 3.4, constrained=True)
     if rates and has_length:
         grid = fig.add_gridspec(1, 3)
         ax_rates = fig.add_subplot(grid[0, :2])
@@ -361,8 +371,8 @@ def metrics_plot(run: RunView) -> Plot | None:
     if ax_rates is not None:
         for j, stage in enumerate(stages):
             xs, hs = [], []
-            for i, path in enumerate(rates):
-                v = _get(stage.metrics, path)
+            for i, paths in enumerate(rates):
+                v = _first(stage.metrics, paths)
                 if v is not None:
                     xs.append(i - 0.4 + width * (j + 0.5))
                     hs.append(v * 100)
@@ -370,8 +380,9 @@ def metrics_plot(run: RunView) -> Plot | None:
                                 label=stage.label)
             ax_rates.bar_label(bars, fmt="%.0f", fontsize=6, padding=1, color=_INK)
         ax_rates.set_xticks(range(len(rates)),
-                            [spec_for(p).label for p in rates], fontsize=8)
-        ax_rates.set_ylim(0, 110)
+                            [spec_for(p[0]).label for p in rates], fontsize=8)
+        ax_rates.set_ylim(0, 122)  # headroom for the legend above 100%
+        ax_rates.set_yticks(range(0, 101, 20))
         _style(ax_rates, title="Rates across stages", ylabel="%", xlabel="")
         ax_rates.legend(fontsize=7, frameon=False, ncols=min(len(stages), 6), loc="upper left")
     if ax_len is not None:
@@ -394,6 +405,14 @@ def metrics_plot(run: RunView) -> Plot | None:
         filename="metrics-across-stages.png",
         png=_png(fig),
     )
+
+
+def _first(metrics: Mapping[str, Any], paths: Sequence[str]) -> float | None:
+    for path in paths:
+        value = _get(metrics, path)
+        if value is not None:
+            return value
+    return None
 
 
 def _get(metrics: Mapping[str, Any], path: str) -> float | None:

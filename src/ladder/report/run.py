@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -70,12 +71,17 @@ class StageView:
             stage the newest ``<dir>.tmp-*`` leftover holding a partial trainer log; ``None``
             when neither exists.
         input: the name of the stage this one started from (``None`` for the base).
-        status: ``complete``, ``reused``, ``failed``, ``running``, ``pending`` or ``missing``.
+        status: ``complete``, ``reused``, ``failed``, ``running`` or ``pending`` (from the
+            manifest); ``skipped`` for a base model that was not evaluated.
         error: the error a failed stage recorded.
         metrics: the stage's ``metrics.json`` (or the manifest's copy of it).
         probes: the probe answers, in file order.
         log: the trainer log records (``trainer_log.jsonl``), in file order.
-        partial_log: whether ``log`` came from a crashed stage's temp directory.
+        log_source: the file ``log`` was read from.
+        partial_log: whether ``log`` is what an unfinished stage left behind: the trainer log
+            in its ``.tmp-*`` directory, or the ``log_history`` of its last trainer
+            checkpoint under ``RUN/.trainer/``.
+        traceback: the traceback a failed stage recorded.
         problems: files that were missing or unreadable, as sentences.
     """
 
@@ -96,7 +102,9 @@ class StageView:
     metrics: Mapping[str, Any] = attrs.field(factory=dict)
     probes: tuple[ProbeAnswer, ...] = ()
     log: tuple[Mapping[str, Any], ...] = ()
+    log_source: Path | None = None
     partial_log: bool = False
+    traceback: str | None = None
     problems: tuple[str, ...] = ()
 
     @property
@@ -170,6 +178,15 @@ class RunView:
         durations = [s.duration_s for s in self.stages if s.duration_s is not None]
         return sum(durations) if durations else None
 
+    def relative(self, path: Path | None) -> str:
+        """``path`` relative to the run directory when inside it (``""`` for ``None``)."""
+        if path is None:
+            return ""
+        try:
+            return str(path.relative_to(self.path))
+        except ValueError:
+            return str(path)
+
     def stage(self, name: str) -> StageView | None:
         """The stage (or base) called ``name``, or ``None``."""
         for s in self.stages:
@@ -183,7 +200,9 @@ class RunView:
             return None
         if stage.input:
             found = self.stage(stage.input)
-            if found is not None:
+            # Only an earlier stage can be an input; anything else is a broken manifest,
+            # and falling back to the previous stage keeps the lineage a tree.
+            if found is not None and found.index < stage.index:
                 return found
         earlier = [s for s in self.stages if s.index < stage.index]
         return earlier[-1] if earlier else None
@@ -233,7 +252,7 @@ def series(
     return steps, values
 
 
-def load_run(run_dir: str | Path) -> RunView:
+def load_run(run_dir: str | os.PathLike[str]) -> RunView:
     """Read a run directory into a :class:`RunView`.
 
     Tolerant of missing files: a stage without ``metrics.json`` or ``probes.jsonl`` gets
@@ -333,6 +352,7 @@ def _load_base(root: Path, manifest: Mapping[str, Any] | None) -> StageView:
     probes = _read_probes(directory / "probes.jsonl", problems)
     exists = directory.is_dir()
     if not exists:
+        # Not an error: a run with probes and evaluations turned off never writes it.
         problems = [f"{BASE_DIR}/ is missing: the base model was not evaluated"]
     return StageView(
         name=BASE_NAME,
@@ -340,7 +360,7 @@ def _load_base(root: Path, manifest: Mapping[str, Any] | None) -> StageView:
         index=0,
         dir_name=BASE_DIR,
         path=directory if exists else None,
-        status="complete" if exists else "missing",
+        status="complete" if exists else "skipped",
         fingerprint=_opt_str(base.get("fingerprint")),
         checkpoint={"path": base["path"]} if base.get("path") else None,
         metrics=metrics,
@@ -372,6 +392,7 @@ def _load_stage(root: Path, entry: Mapping[str, Any], position: int) -> StageVie
     metrics: Mapping[str, Any] = {}
     probes: tuple[ProbeAnswer, ...] = ()
     log: tuple[Mapping[str, Any], ...] = ()
+    log_source: Path | None = None
     # What a stage should have left depends on how far it got: only a finished stage
     # is expected to have metrics and probes, so only their absence there is a problem.
     finished = status in ("complete", "reused")
@@ -379,9 +400,18 @@ def _load_stage(root: Path, entry: Mapping[str, Any], position: int) -> StageVie
         sink = problems if finished else []
         metrics = _read_json_object(path / "metrics.json", sink)
         probes = _read_probes(path / "probes.jsonl", sink)
-        log = _read_log(_find_log(path), problems, required=finished)
+        log_source = _find_log(path)
+        log = _read_log(log_source, problems, required=finished)
     elif finished:
         problems.append(f"{dir_name}/ is missing although the manifest says {status!r}")
+    if not log and not finished:
+        # A stage that raised has its temp directory removed, trainer log included; its
+        # last trainer checkpoint (kept for resuming) still holds the log history.
+        state = _trainer_state(root, name, _opt_str(entry.get("fingerprint")))
+        if state is not None:
+            log = _read_log_history(state, problems)
+            log_source = state if log else None
+            partial = bool(log)
     if not metrics and isinstance(entry.get("metrics"), dict):
         metrics = entry["metrics"]
 
@@ -404,9 +434,34 @@ def _load_stage(root: Path, entry: Mapping[str, Any], position: int) -> StageVie
         metrics=metrics,
         probes=probes,
         log=log,
+        log_source=log_source if log else None,
         partial_log=partial and bool(log),
+        traceback=_opt_str(entry.get("traceback")),
         problems=tuple(problems),
     )
+
+
+def _trainer_state(root: Path, name: str, fingerprint: str | None) -> Path | None:
+    """The newest ``trainer_state.json`` of the stage's resumable trainer directory."""
+    base = root / ".trainer"
+    if not base.is_dir():
+        return None
+    pattern = f"{name}-{fingerprint}" if fingerprint else f"{name}-*"
+    best: tuple[int, Path] | None = None
+    for state in base.glob(f"{pattern}/checkpoint-*/trainer_state.json"):
+        step = state.parent.name.rsplit("-", 1)[-1]
+        key = int(step) if step.isdigit() else -1
+        if best is None or key > best[0]:
+            best = (key, state)
+    return best[1] if best else None
+
+
+def _read_log_history(path: Path, problems: list[str]) -> tuple[Mapping[str, Any], ...]:
+    state = _read_json_object(path, problems)
+    history = state.get("log_history")
+    if not isinstance(history, list):
+        return ()
+    return tuple(r for r in history if isinstance(r, dict))
 
 
 def _find_log(directory: Path) -> Path:
@@ -461,7 +516,7 @@ def _read_probes(path: Path, problems: list[str]) -> tuple[ProbeAnswer, ...]:
     if not path.is_file():
         problems.append(f"{_rel(path)} is missing")
         return ()
-    answers = []
+    answers: list[ProbeAnswer] = []
     for row in _read_jsonl(path, problems):
         answers.append(
             ProbeAnswer(
