@@ -31,6 +31,18 @@ COMPLETE_MARKER = "COMPLETE"
 _TMP_INFIX = ".tmp-"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publishable(path: Path, *, directory: bool) -> None:
+    """mkstemp/mkdtemp create owner-only entries; published ones get the usual umask modes."""
+    with contextlib.suppress(OSError):
+        os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -66,6 +78,7 @@ def atomic_dir(
     if final.exists() and not replace:
         raise FileExistsError(f"{final} already exists; pass replace=True to overwrite it")
     tmp = Path(tempfile.mkdtemp(prefix=f"{final.name}{_TMP_INFIX}", dir=final.parent))
+    _publishable(tmp, directory=True)
     try:
         yield tmp
         marker = {"completed_at": time.time(), **(info or {})}
@@ -99,6 +112,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     os.close(fd)
     try:
         _write_file(Path(tmp), text)
+        _publishable(Path(tmp), directory=False)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -18,7 +18,13 @@ from ladder.errors import ConfigError
 __all__ = ["Manifest", "versions", "redact", "safe_name", "stage_dir_name"]
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_SECRET_KEY = re.compile(r"(token|secret|password|passwd|api[_-]?key|credential)", re.I)
+# Keys whose values are credentials ("hf_token", "api_key"), not settings that merely mention
+# tokens ("max_new_tokens", "pad_token", "eos_token_ids").
+_SECRET_KEY = re.compile(
+    r"^(token|(hf|auth|access|api|bearer|github|wandb|modal|openai)_token|.*secret.*|.*passw(or)?d.*"
+    r"|.*api[_-]?key.*|credentials?)$",
+    re.I,
+)
 
 
 def safe_name(name: str, what: str = "stage name") -> str:
