@@ -136,12 +136,25 @@ def _summary_rows(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _flat(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers of a stage's metrics.json, one level deep."""
     out: dict[str, Any] = {}
-    for group in ("eval", "behaviour"):
-        out.update(metrics.get(group) or {})
+    evals = metrics.get("eval") or {}
+    verifiable = evals.get("verifiable") or {}
+    preference = evals.get("preference") or {}
+    if "format_rate" in verifiable:
+        out["tag format"] = verifiable["format_rate"]
+    if "exact_match" in verifiable:
+        out["exact match"] = verifiable["exact_match"]
+    if "accuracy" in preference:
+        out["pref. accuracy"] = preference["accuracy"]
+    behaviour = metrics.get("behaviour") or {}
+    if "mean_answer_tokens" in behaviour:
+        out["answer tokens"] = behaviour["mean_answer_tokens"]
+    if "stop_rate" in behaviour:
+        out["stop rate"] = behaviour["stop_rate"]
     train = metrics.get("train") or {}
     if "loss_last" in train:
-        out["loss_last"] = train["loss_last"]
+        out["last loss"] = train["loss_last"]
     return out
 
 
@@ -163,6 +176,39 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
     chat_loop(args.checkpoint, settings=settings, options={"trust_remote_code": args.trust_remote_code})
     return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ladder.demo import RECIPE, export
+
+    if args.export:
+        target = export(args.export)
+        print(f"wrote {target} and its data; edit it, then: ladder run {target}")
+        return 0
+    from ladder.demo.model import demo_model_path
+    from ladder.progress import ProgressDisplay
+    from ladder.recipe import load_recipe
+
+    model = args.model
+    if model is None:
+        model = str(demo_model_path(progress=lambda line: logger.info("%s", line)))
+    pipeline = load_recipe(RECIPE, model=model, run_dir=args.run_dir)
+    if args.quick:  # a smoke run: a few steps per stage
+        for stage in pipeline.stages:
+            stage.config = type(stage.config)(**{**_fields(stage.config), "max_steps": args.quick})
+    with ProgressDisplay() as display:
+        result = pipeline.run(force=args.force, progress=display)
+        display.summary(_summary_rows(result.run_dir))
+    print(f"\nreport: {result.report}")
+    print(f"final checkpoint: {result.final.path}   (try: ladder chat {result.final.path})")
+    print(f"recipe: {RECIPE}   (ladder demo --export DIR to copy and edit it)")
+    return 0
+
+
+def _fields(config: Any) -> dict[str, Any]:
+    import attrs
+
+    return {f.name: getattr(config, f.name) for f in attrs.fields(type(config))}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -203,6 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--trust-remote-code", action="store_true")
     p.set_defaults(func=_cmd_chat)
+
+    p = sub.add_parser("demo", help="the whole ladder on a small real model, offline, on CPU, in minutes")
+    p.add_argument("--model", help="hub id or local folder instead of the embedded SmolLM2-135M-Instruct")
+    p.add_argument("--run-dir", default=None, help="where to write the run (default: runs/demo)")
+    p.add_argument("--force", action="store_true", help="re-run every stage")
+    p.add_argument("--quick", type=int, metavar="STEPS", help="smoke run: only STEPS optimizer steps per stage")
+    p.add_argument("--export", metavar="DIR", help="copy the demo recipe and data to DIR and exit")
+    p.set_defaults(func=_cmd_demo)
 
     for extra in _EXTRA_COMMANDS:
         extra(sub)

@@ -30,7 +30,7 @@ __all__ = ["load_recipe", "pipeline_from_dict", "TOP_LEVEL_KEYS"]
 
 TOP_LEVEL_KEYS = {
     "name": "the run's name (default: the recipe file's stem)",
-    "model": "base model: hub id or local folder (required)",
+    "model": "base model: hub id, local folder, or ladder:smollm2-135m-instruct (required)",
     "revision": "hub revision of the base model",
     "run_dir": "where the run is written (default: runs/<name>)",
     "seed": "seed for every stage (default 0)",
@@ -102,6 +102,8 @@ def pipeline_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None,
     if unknown:
         problems.append(f"unknown key(s) {', '.join(map(repr, unknown))}; known keys: {', '.join(TOP_LEVEL_KEYS)}")
     model = data.get("model")
+    if isinstance(model, str) and model.startswith(EMBEDDED_PREFIX):
+        model = _embedded_model(model)
     if not isinstance(model, str) or not model:
         problems.append("`model:` is required: a hub id (e.g. Qwen/Qwen2.5-0.5B) or a local model folder")
     elif base_dir is not None and (base_dir / model).is_dir() and not os.path.isabs(model):
@@ -139,6 +141,21 @@ def pipeline_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None,
         recipe={**dict(data), "source": source} if source else dict(data),
         executor=data.get("executor"),
     )
+
+
+EMBEDDED_PREFIX = "ladder:"
+EMBEDDED_MODELS = ("smollm2-135m-instruct",)
+
+
+def _embedded_model(model: str) -> str:
+    """``ladder:smollm2-135m-instruct``: the embedded demo model (fetched once, then cached)."""
+    name = model[len(EMBEDDED_PREFIX):]
+    if name not in EMBEDDED_MODELS:
+        raise ConfigError(f"unknown embedded model {model!r}; embedded models: "
+                          + ", ".join(EMBEDDED_PREFIX + m for m in EMBEDDED_MODELS))
+    from ladder.demo.model import demo_model_path
+
+    return str(demo_model_path())
 
 
 def _build_stage(raw: Any, index: int, base_dir: Path | None) -> Any:
