@@ -1,0 +1,380 @@
+"""Direct preference optimisation (DPO) on TRL's ``DPOTrainer`` with a LoRA, merged and verified.
+
+Teaches preference: between two answers to the same prompt, make the chosen one more likely
+relative to the input checkpoint (the reference policy). A new LoRA is trained on the merged
+input model; the reference is that same model with the adapter disabled, so no second copy of
+the weights is loaded. The chat template is the input checkpoint's, unchanged.
+
+Held-out pairs (a seeded ``heldout_fraction`` of the data, or ``eval_dataset``) are scored
+before and after training: DPO's implicit-reward accuracy and margin, and the reference-free
+log-prob accuracy (see :mod:`ladder.evaluate`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import attrs
+
+from ladder.data.loading import as_spec, content_hash, load_rows
+from ladder.data.preference import normalize_preference_rows, split_heldout
+from ladder.errors import ConfigError, DataError, LadderError
+from ladder.stage import BaseStage, StageContext, config_to_dict
+from ladder.training.lora import LoraSettings
+
+if TYPE_CHECKING:
+    from ladder.checkpoint import Checkpoint
+
+__all__ = ["DPO", "DPOStageConfig"]
+
+logger = logging.getLogger(__name__)
+
+_ge0 = attrs.validators.ge(0)
+_gt0 = attrs.validators.gt(0)
+
+
+def _lora(value: Any) -> LoraSettings:
+    if isinstance(value, LoraSettings):
+        return value
+    return LoraSettings(**dict(value or {}))
+
+
+@attrs.frozen(kw_only=True)
+class DPOStageConfig:
+    """Settings of the DPO stage (defaults: the reference recipe)."""
+
+    dataset: Any = attrs.field(
+        metadata={
+            "help": "preference pairs (prompt/chosen/rejected, chosen/rejected conversations, or LLaMA-Factory's "
+            "conversations/chosen/rejected): file, preset, hub id, list or Dataset",
+            "data": True,
+        }
+    )
+    eval_dataset: Any = attrs.field(
+        default=None,
+        metadata={
+            "help": "held-out pairs to measure preference accuracy on; when set, every dataset row trains and "
+            "heldout_fraction is not used",
+            "data": True,
+        },
+    )
+    heldout_fraction: float = attrs.field(
+        default=0.05,
+        validator=[attrs.validators.ge(0.0), attrs.validators.le(0.5)],
+        metadata={
+            "help": "share of the dataset held out (seeded) to measure preference accuracy on; at least one pair "
+            "when the set has 20 rows or more; 0 to train on everything"
+        },
+    )
+    lora: LoraSettings = attrs.field(factory=LoraSettings, converter=_lora, metadata={"help": "LoRA settings"})
+    beta: float = attrs.field(
+        default=0.1, validator=_gt0, metadata={"help": "DPO beta: higher keeps the policy closer to the reference"}
+    )
+    learning_rate: float = attrs.field(default=5e-6, validator=_gt0, metadata={"help": "peak learning rate"})
+    num_train_epochs: float = attrs.field(default=1.0, validator=_gt0, metadata={"help": "epochs over the data"})
+    max_steps: int = attrs.field(default=-1, metadata={"help": "stop after N optimizer steps (-1: use epochs)"})
+    per_device_train_batch_size: int = attrs.field(default=4, validator=_gt0, metadata={"help": "pairs per batch"})
+    gradient_accumulation_steps: int = attrs.field(default=2, validator=_gt0, metadata={"help": "accumulation"})
+    max_length: int = attrs.field(
+        default=1024,
+        validator=_gt0,
+        metadata={
+            "help": "max tokens of prompt + answer; longer pairs keep their start (TRL's keep_start), pairs whose "
+            "prompt alone fills it are dropped by TRL"
+        },
+    )
+    eval_batch_size: int = attrs.field(
+        default=8, validator=_gt0, metadata={"help": "sequences scored together when measuring held-out pairs"}
+    )
+    chat_template: str | None = attrs.field(
+        default=None,
+        metadata={"help": "chat template (text) to use instead of the input checkpoint's; the output keeps it"},
+    )
+    precision: str = attrs.field(
+        default="auto",
+        validator=attrs.validators.in_(("auto", "bf16", "fp16", "fp32")),
+        metadata={"help": "auto: bf16 on GPUs that support it, fp32 on CPU"},
+    )
+    save_steps: int = attrs.field(default=50, validator=_ge0, metadata={"help": "resumable checkpoint every N steps"})
+    trainer_kwargs: dict[str, Any] = attrs.field(
+        factory=dict,
+        converter=dict,
+        metadata={"help": "passed through to trl.DPOConfig (e.g. loss_type, label_smoothing)"},
+    )
+
+
+def _adapter_off(peft_model: Any) -> Any:
+    """The PEFT model with its adapter disabled, as a module of its own: the DPO reference.
+
+    It shares every weight with ``peft_model`` (nothing is copied); evaluation code can use it
+    wherever it takes a model.
+    """
+    import torch
+
+    class _AdapterOff(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        @property
+        def generation_config(self) -> Any:
+            return getattr(self.inner, "generation_config", None)
+
+        def forward(self, *args: Any, **kwargs: Any) -> Any:
+            with self.inner.disable_adapter():
+                return self.inner(*args, **kwargs)
+
+    return _AdapterOff(peft_model)
+
+
+def _input_eos_ids(checkpoint: Checkpoint, model: Any, tokenizer: Any, template: str | None) -> list[int]:
+    """The input checkpoint's end-of-turn ids, kept as they are; the template's added if missing."""
+    from ladder.training.chat_template import eos_token_ids
+
+    ids = [int(t) for t in checkpoint.eos_token_ids]
+    if not ids:
+        value = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        ids = [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)] if value is not None else []
+    for tid in eos_token_ids(tokenizer, template):
+        if tid not in ids:
+            ids.append(tid)
+    return ids
+
+
+def _trained_tokens(trainer: Any, cfg: DPOStageConfig) -> int:
+    """Tokens the policy trained on: TRL's own count (``num_tokens``), else an estimate."""
+    logged = [r["num_tokens"] for r in trainer.state.log_history if isinstance(r.get("num_tokens"), (int, float))]
+    if logged:
+        return int(logged[-1])
+    data = trainer.train_dataset
+    # Each pair is two sequences: prompt + chosen and prompt + rejected.
+    tokens = sum(
+        2 * len(p) + len(c) + len(r)
+        for p, c, r in zip(data["prompt_ids"], data["chosen_ids"], data["rejected_ids"], strict=True)
+    )
+    return int(tokens * max(cfg.num_train_epochs, 1.0)) if cfg.max_steps < 0 else tokens
+
+
+class DPO(BaseStage):
+    """Direct preference optimisation with a LoRA on the input checkpoint, merged and verified."""
+
+    kind: ClassVar[str] = "dpo"
+    Config: ClassVar[type] = DPOStageConfig
+
+    def _pairs(self, spec: Any) -> tuple[list[dict[str, Any]], str, list[DataError]]:
+        rows, label = load_rows(as_spec(spec))
+        normalised, problems = normalize_preference_rows(rows, label)
+        return normalised, label, problems
+
+    def _data(self, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+        """``(train, heldout, label)``; raises the first data problem."""
+        cfg: DPOStageConfig = self.config
+        rows, label, problems = self._pairs(cfg.dataset)
+        if problems:  # validate() ran already; this guards direct callers
+            raise problems[0]
+        if cfg.eval_dataset is not None:
+            heldout, _eval_label, eval_problems = self._pairs(cfg.eval_dataset)
+            if eval_problems:
+                raise eval_problems[0]
+            return rows, heldout, label
+        train, heldout = split_heldout(rows, cfg.heldout_fraction, seed)
+        return train, heldout, label
+
+    def validate(self, ctx: StageContext) -> list[str]:
+        cfg: DPOStageConfig = self.config
+        problems: list[str] = []
+        specs = [cfg.dataset] + ([cfg.eval_dataset] if cfg.eval_dataset is not None else [])
+        for spec in specs:
+            try:
+                _rows, _label, found = self._pairs(spec)
+            except LadderError as exc:
+                problems.append(f"stage {self.name!r}: {exc}")
+                continue
+            problems += [f"stage {self.name!r}: {p}" for p in found]
+        problems += [f"stage {self.name!r}: {p}" for p in self._trainer_kwargs_problems()]
+        return problems
+
+    def _trainer_kwargs_problems(self) -> list[str]:
+        import dataclasses
+
+        from trl import DPOConfig
+
+        known = {f.name for f in dataclasses.fields(DPOConfig)}
+        unknown = sorted(set(self.config.trainer_kwargs) - known)
+        if not unknown:
+            return []
+        plural = "s" if len(unknown) > 1 else ""
+        names = ", ".join(map(repr, unknown))
+        message = (
+            f"trainer_kwargs: unknown trl.DPOConfig setting{plural} {names}; check the spelling against TRL's "
+            "DPOConfig documentation"
+        )
+        return [message]
+
+    def fingerprint_data(self) -> Any:
+        cfg: DPOStageConfig = self.config
+        rows, _label, _problems = self._pairs(cfg.dataset)
+        held = self._pairs(cfg.eval_dataset)[0] if cfg.eval_dataset is not None else None
+        return {"dataset": content_hash(rows), "eval_dataset": content_hash(held) if held is not None else None}
+
+    def build_trainer(self, checkpoint: Checkpoint, ctx: StageContext) -> tuple[Any, dict[str, Any]]:
+        """The configured ``trl.DPOTrainer`` (not yet trained) and the facts :meth:`run` needs.
+
+        Public so the exact data the trainer sees (prompt/chosen/rejected ids) can be inspected.
+        """
+        from datasets import Dataset
+        from trl import DPOConfig, DPOTrainer
+
+        from ladder.training.common import log_callback, quiet_trainer, trainer_args
+        from ladder.training.lora import peft_config
+        from ladder.training.models import load_model, load_tokenizer
+
+        cfg: DPOStageConfig = self.config
+        train, heldout, label = self._data(ctx.seed)
+        tokenizer = load_tokenizer(checkpoint, ctx.options)
+        template = cfg.chat_template or tokenizer.chat_template
+        if isinstance(template, dict):
+            template = template.get("default")
+        if not template:
+            raise ConfigError(
+                f"stage {self.name!r}: the input checkpoint {checkpoint.path!r} has no chat template, so the "
+                "pairs cannot be rendered; run SFT before DPO, or set chat_template in the DPO stage"
+            )
+        tokenizer.chat_template = template
+        model = load_model(checkpoint, ctx.options)
+        eos_ids = _input_eos_ids(checkpoint, model, tokenizer, template)  # before TRL touches the configs
+
+        args = DPOConfig(
+            **trainer_args(
+                ctx,
+                learning_rate=cfg.learning_rate,
+                num_train_epochs=cfg.num_train_epochs,
+                max_steps=cfg.max_steps,
+                per_device_train_batch_size=cfg.per_device_train_batch_size,
+                gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                save_steps=cfg.save_steps,
+                precision_name=cfg.precision,
+                trainer_kwargs={
+                    "beta": cfg.beta,
+                    "max_length": cfg.max_length,
+                    "dataset_num_proc": None,
+                    **cfg.trainer_kwargs,
+                },
+            )
+        )
+        # TRL's conversational format: answers as one-message lists, rendered with the template.
+        trl_rows = [
+            {
+                "prompt": r["prompt"],
+                "chosen": [{"role": "assistant", "content": r["chosen"]}],
+                "rejected": [{"role": "assistant", "content": r["rejected"]}],
+            }
+            for r in train
+        ]
+        # ref_model=None + peft_config: TRL computes the reference by disabling the adapter
+        # (dpo_trainer.py keeps `self.ref_model = None` for PEFT models); no second copy.
+        trainer = DPOTrainer(
+            model=model,
+            ref_model=None,
+            args=args,
+            train_dataset=Dataset.from_list(trl_rows),
+            processing_class=tokenizer,
+            peft_config=peft_config(cfg.lora),
+            callbacks=[log_callback(ctx)],
+        )
+        quiet_trainer(trainer)
+        facts = {
+            "train": train,
+            "heldout": heldout,
+            "label": label,
+            "tokenizer": tokenizer,
+            "template": template,
+            "eos_ids": eos_ids,
+            "beta": args.beta,
+        }
+        return trainer, facts
+
+    def _measure(self, model: Any, tokenizer: Any, heldout: list[dict[str, Any]], beta: float, *,
+                 trained: bool) -> dict[str, Any] | None:
+        """Held-out preference metrics of the policy (``trained``) or of the input checkpoint.
+
+        ``model`` is the PEFT model; with its adapter disabled it is the input checkpoint.
+        """
+        from ladder.evaluate import preference_accuracy
+
+        if not heldout:
+            return None
+        batch = self.config.eval_batch_size
+        reference = _adapter_off(model)
+        if not trained:
+            # Policy == reference: the implicit reward is 0 for every answer, by construction.
+            logp = preference_accuracy(reference, tokenizer, heldout, batch_size=batch)
+            return {"accuracy": 0.5, "margin": 0.0, "logp_accuracy": logp["accuracy"],
+                    "logp_margin": logp["margin"], "n": logp["n"]}
+        logp = preference_accuracy(model, tokenizer, heldout, batch_size=batch)
+        implicit = preference_accuracy(model, tokenizer, heldout, ref_model=reference, beta=beta, batch_size=batch)
+        return {"accuracy": implicit["accuracy"], "margin": implicit["margin"], "logp_accuracy": logp["accuracy"],
+                "logp_margin": logp["margin"], "n": implicit["n"]}
+
+    def run(self, checkpoint: Checkpoint, ctx: StageContext) -> Checkpoint:
+        from ladder.training.common import (
+            last_complete_trainer_checkpoint,
+            main_process_model,
+            publish_policy,
+            train_summary,
+        )
+
+        cfg: DPOStageConfig = self.config
+        trainer, facts = self.build_trainer(checkpoint, ctx)
+        tokenizer, heldout, beta = facts["tokenizer"], facts["heldout"], facts["beta"]
+        # Before train(): the model is not yet wrapped for distribution, every process holds it whole.
+        before = self._measure(trainer.model, tokenizer, heldout, beta, trained=False)
+
+        resume = last_complete_trainer_checkpoint(ctx.trainer_dir)
+        if resume is not None:
+            logger.info("resuming %s from %s", self.name, resume)
+        start = time.perf_counter()
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        runtime = time.perf_counter() - start
+        tokens = _trained_tokens(trainer, cfg)
+        trained = main_process_model(trainer, checkpoint, ctx)  # every process of a launch calls it
+        if trained is None:  # not the main process: the main one measures and publishes
+            return checkpoint
+
+        after = self._measure(trained, tokenizer, heldout, beta, trained=True)
+        if before is not None and after is not None:
+            logger.info(
+                "%s held-out preference accuracy %.3f -> %.3f (log-prob accuracy %.3f -> %.3f, %d pairs)",
+                self.name, before["accuracy"], after["accuracy"], before["logp_accuracy"],
+                after["logp_accuracy"], after["n"],
+            )
+        train = facts["train"]
+        verify = [
+            tokenizer.apply_chat_template([*r["prompt"], {"role": "assistant", "content": r["chosen"]}],
+                                          tokenize=False)
+            for r in train[:3]
+        ]
+        stage_metrics: dict[str, Any] = {
+            "rows": len(train),
+            "heldout_rows": len(heldout),
+            "dataset": facts["label"],
+            "beta": beta,
+            "heldout_before": before,
+            "heldout_after": after,
+        }
+        return publish_policy(
+            trained,
+            tokenizer,
+            ctx,
+            stage_name=self.name,
+            stage_kind=self.kind,
+            parent=checkpoint,
+            config=config_to_dict(cfg),
+            chat_template=facts["template"],
+            eos_ids=facts["eos_ids"],
+            verify_texts=verify,
+            train=train_summary(trainer.state.log_history, runtime_s=runtime, tokens=tokens),
+            stage_metrics=stage_metrics,
+        )
