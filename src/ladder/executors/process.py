@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any
 from ladder import errors
 from ladder.atomic import atomic_write_json
 from ladder.errors import LadderError, StageError
-from ladder.executors.worker import ERROR_NAME, RESULT_NAME, read_result, stage_spec
+from ladder.executors.worker import ERROR_NAME, RESULT_NAME, read_result, stage_spec, worker_spec_paths
 
 if TYPE_CHECKING:
     from ladder.checkpoint import Checkpoint
     from ladder.stage import Stage, StageContext
 
-__all__ = ["SubprocessExecutor", "run_worker", "worker_command", "spec_dir_for"]
+__all__ = ["SubprocessExecutor", "run_worker", "worker_command", "spec_dir_for", "reraise_worker_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def worker_command(spec_path: Path) -> list[str]:
 
 def spec_dir_for(ctx: StageContext, stage_name: str) -> Path:
     """The scratch directory of one stage run: ``<run_dir>/.executor/<stage>-<fingerprint>``."""
-    return Path(ctx.run_dir) / ".executor" / f"{stage_name}-{ctx.fingerprint or 'unfingerprinted'}"
+    return worker_spec_paths(ctx.run_dir, stage_name, ctx.fingerprint)[0].parent
 
 
 class _LogForwarder:
@@ -100,6 +100,27 @@ def _relay(stream: Any, tail: collections.deque[str], prefix: str) -> None:
     stream.close()
 
 
+def reraise_worker_error(info: Mapping[str, Any], stage_name: str, where: str, details: str) -> None:
+    """Raise the error a worker reported (``ERROR.json``'s content) in this process.
+
+    A ladder error whose constructor takes just the message is raised as the same class (so a
+    data error stays a data error); anything else becomes a :class:`StageError`. ``details``
+    (where the traceback is) is added as a note.
+    """
+    kind, message = info.get("type", "Error"), info.get("message", "")
+    cls = getattr(errors, kind, None) if kind in _RERAISABLE else None
+    exc: Exception | None = None
+    if isinstance(cls, type) and issubclass(cls, LadderError):
+        try:
+            exc = cls(message)
+        except TypeError:
+            exc = None
+    if exc is None:
+        exc = StageError(f"stage {stage_name!r} failed in {where}: {kind}: {message}")
+    exc.add_note(f"(raised in the stage worker in {where}; its traceback: {details})")
+    raise exc
+
+
 def _raise_worker_error(spec_dir: Path, stage_name: str, where: str, returncode: int, tail: Sequence[str]) -> None:
     main_error = spec_dir / ERROR_NAME
     errors_found = [main_error] if main_error.is_file() else sorted(spec_dir.glob("ERROR*.json"))
@@ -108,18 +129,7 @@ def _raise_worker_error(spec_dir: Path, stage_name: str, where: str, returncode:
             info = json.loads(errors_found[0].read_text(encoding="utf-8"))
         except (OSError, ValueError):
             info = {}
-        kind, message = info.get("type", "Error"), info.get("message", "")
-        cls = getattr(errors, kind, None) if kind in _RERAISABLE else None
-        exc: Exception | None = None
-        if isinstance(cls, type) and issubclass(cls, LadderError):
-            try:
-                exc = cls(message)
-            except TypeError:
-                exc = None
-        if exc is None:
-            exc = StageError(f"stage {stage_name!r} failed in {where}: {kind}: {message}")
-        exc.add_note(f"(raised in the stage worker in {where}; its traceback: {errors_found[0]})")
-        raise exc
+        reraise_worker_error(info, stage_name, where, str(errors_found[0]))
     if returncode < 0:
         how = f"was killed by signal {-returncode}" + (" (out of memory?)" if -returncode == 9 else "")
     else:

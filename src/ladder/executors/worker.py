@@ -47,6 +47,7 @@ __all__ = [
     "checkpoint_from_chain",
     "run_spec",
     "read_result",
+    "worker_spec_paths",
     "main",
 ]
 
@@ -58,6 +59,12 @@ SPEC_VERSION = 1
 INLINE_ROWS_LIMIT = 50
 RESULT_NAME = "RESULT.json"
 ERROR_NAME = "ERROR.json"
+
+
+def worker_spec_paths(run_dir: str | os.PathLike[str], stage_name: str, fingerprint: str) -> tuple[Path, Path]:
+    """Where one stage run's ``SPEC.json`` and ``RESULT.json`` live: ``<run_dir>/.executor/<stage>-<fp>/``."""
+    job = Path(run_dir) / ".executor" / f"{stage_name}-{fingerprint or 'unfingerprinted'}"
+    return job / "SPEC.json", job / RESULT_NAME
 
 
 # ------------------------------------------------------------------------------------------------
