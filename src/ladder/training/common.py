@@ -70,6 +70,9 @@ def trainer_args(
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
         "dataloader_pin_memory": device_name() == "cuda",
+        # TRL turns activation checkpointing on by default; it saves GPU memory but makes small
+        # CPU runs ~2.5x slower, so it stays on only where memory is the constraint.
+        "activation_checkpointing": device_name() == "cuda",
         **precision(precision_name),
     }
     args.update(dict(trainer_kwargs or {}))
