@@ -131,6 +131,7 @@ def test_two_stages_through_the_modal_path(tiny_model: Path, tmp_path: Path) -> 
     assert (on_volume / "01-sft" / "model" / "model.safetensors").is_file()
     assert (on_volume / "02-again" / "adapter" / "adapter_model.safetensors").is_file()
     assert not list(on_volume.glob("*.tmp-modal"))
+    assert not list((on_volume / ".trainer").glob("*"))  # resumable state dropped once published
     assert volume.commits >= 2
 
 

@@ -473,6 +473,7 @@ def run_stage_remote(spec: dict[str, Any], settings: dict[str, Any], volume: Any
         if final.exists():
             shutil.rmtree(final)
         os.rename(work, final)  # the stage's outputs now live where the next stage looks for them
+        shutil.rmtree(ctx["trainer_dir"], ignore_errors=True)  # resumable state is no longer needed
         chain[0] = _move_paths(chain[0], work, final)
         checkpoint_from_chain(chain)  # check it still reads
         volume.commit()
