@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ladder.errors import ConfigError, DataError, LadderError
+from ladder.executors import EXECUTORS
 
 __all__ = ["main", "build_parser"]
 
@@ -227,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="override the recipe's run directory")
     p.add_argument("--force", action="store_true", help="re-run every stage")
     p.add_argument("--from", dest="from_stage", metavar="STAGE", help="re-run STAGE and every stage after it")
-    p.add_argument("--executor", choices=("local", "accelerate", "modal"), help="where stages run")
+    p.add_argument("--executor", choices=EXECUTORS, help="where stages run")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("validate", help="pre-flight a recipe: names, configs, every dataset row")
@@ -249,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--trust-remote-code", action="store_true")
     p.set_defaults(func=_cmd_chat)
+
+    p = sub.add_parser("serve", help="serve a checkpoint over an OpenAI-compatible API (vLLM on a GPU, else ladder's server)")
+    from ladder.serve import add_serve_arguments, serve_command
+
+    add_serve_arguments(p)
+    p.set_defaults(func=serve_command)
 
     p = sub.add_parser("demo", help="the whole ladder on a small real model, offline, on CPU, in minutes")
     p.add_argument("--model", help="hub id or local folder instead of the embedded SmolLM2-135M-Instruct")

@@ -48,6 +48,7 @@ def observe(
     evals: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     settings: GenerationSettings | None = None,
     options: Mapping[str, Any] | None = None,
+    reference: Checkpoint | None = None,
 ) -> dict[str, Any]:
     """Probe and evaluate one checkpoint.
 
@@ -68,6 +69,11 @@ def observe(
             absent or empty.
         settings: generation settings for probes and verifiable problems.
         options: run options for loading (``trust_remote_code``, ``revision``, ...).
+        reference: the checkpoint preference accuracy is measured against (the pipeline passes
+            the base model): DPO's implicit reward ``beta * (logp - logp_ref)`` tells how far a
+            stage moved towards the chosen answers. Summed log-probs alone favour whichever
+            answer is shorter, so they are kept only as ``logp_accuracy``. Without a reference,
+            or for the reference itself, accuracy is the reference-free log-prob comparison.
 
     Returns:
         ``{"eval": {"preference": {...}, "verifiable": {...}}, "behaviour": {...}}`` with only
@@ -123,8 +129,8 @@ def observe(
                 ]
                 result["behaviour"] = behaviour(gens)
             if evals.get("preference"):
-                result["eval"]["preference"] = preference_accuracy(
-                    model, tokenizer, evals["preference"], batch_size=settings.batch_size
+                result["eval"]["preference"] = _preference(
+                    model, tokenizer, evals["preference"], checkpoint, reference, options, settings
                 )
             if evals.get("verifiable"):
                 result["eval"]["verifiable"] = verifiable_accuracy(
@@ -136,3 +142,35 @@ def observe(
         _release_memory()
     logger.debug("observed %s in %.1fs", checkpoint.stage, time.monotonic() - started)
     return result
+
+
+def _preference(
+    model: Any,
+    tokenizer: Any,
+    pairs: Sequence[Mapping[str, Any]],
+    checkpoint: Checkpoint,
+    reference: Checkpoint | None,
+    options: Mapping[str, Any] | None,
+    settings: GenerationSettings,
+) -> dict[str, Any]:
+    """Implicit-reward accuracy against ``reference`` (+ the reference-free log-prob accuracy)."""
+    from ladder.evaluate import preference_accuracy
+    from ladder.training.models import load_model
+
+    logp = preference_accuracy(model, tokenizer, pairs, batch_size=settings.batch_size)
+    if reference is None:
+        return logp
+    out: dict[str, Any] = {"logp_accuracy": logp["accuracy"], "logp_margin": logp["margin"],
+                           "n": logp["n"], "reference": reference.stage}
+    if reference.fingerprint == checkpoint.fingerprint:
+        # policy == reference: every implicit reward is exactly 0, every pair a tie
+        out.update(accuracy=0.5, margin=0.0)
+        return out
+    ref_model = load_model(reference, options)
+    try:
+        implicit = preference_accuracy(model, tokenizer, pairs, ref_model=ref_model, batch_size=settings.batch_size)
+    finally:
+        del ref_model
+        _release_memory()
+    out.update(accuracy=implicit["accuracy"], margin=implicit["margin"])
+    return out

@@ -16,6 +16,7 @@ import attrs
 from ladder.atomic import atomic_dir, clean_leftovers, is_complete
 from ladder.checkpoint import Checkpoint, fingerprint_of
 from ladder.errors import ConfigError, LadderError, StageError, ValidationError
+from ladder.executors import get_executor
 from ladder.registry import stages as stage_registry
 from ladder.rundir import Manifest, redact, safe_name, stage_dir_name, versions
 from ladder.stage import Stage, StageContext, config_to_dict, fingerprint_config
@@ -91,11 +92,6 @@ class Pipeline:
         self.recipe = dict(recipe or {})
         self.executor = executor
 
-    @property
-    def _executor(self) -> Any:
-        from ladder.executors import get_executor
-
-        return get_executor(self.executor)
 
     # pre-flight ----------------------------------------------------------------------------
     def _structure_problems(self) -> list[str]:
@@ -322,7 +318,8 @@ class Pipeline:
         marker: dict[str, Any] = {"fingerprint": ctx.fingerprint}  # written last, by atomic_dir
         with atomic_dir(final_dir, replace=True, info=marker) as work:
             ctx.work_dir = work
-            produced = self._executor.run_stage(stage, checkpoint, ctx)
+            placement = getattr(stage, "placement", None) or {}
+            produced = get_executor(placement.get("executor", self.executor)).run_stage(stage, checkpoint, ctx)
             metrics = _read_metrics(work)
             if self.probes is not False:
                 metrics.update(self._observe(produced, work, eval_rows))
@@ -348,8 +345,9 @@ class Pipeline:
         from ladder.probes import resolve_probes
 
         settings = GenerationSettings(**self.generation)
+        base = next(iter(reversed(list(checkpoint.lineage()))))
         return observe(checkpoint, out_dir, probes=resolve_probes(self.probes), evals=eval_rows,
-                       settings=settings, options=self.options)
+                       settings=settings, options=self.options, reference=base)
 
     def _observe_base(self, base: Checkpoint, manifest: Manifest, eval_rows: dict[str, Any]) -> None:
         if self.probes is False:

@@ -122,8 +122,10 @@ def pipeline_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None,
         if key in data and data[key] is not None and not isinstance(data[key], kind):
             problems.append(f"`{key}:` must be {'an integer' if kind is int else 'a mapping'}, "
                             f"got {type(data[key]).__name__}")
-    if data.get("executor") not in (None, "local", "accelerate", "modal") and not isinstance(data.get("executor"), Mapping):
-        problems.append(f"`executor:` must be local, accelerate or modal, got {data.get('executor')!r}")
+    from ladder.executors import EXECUTORS
+
+    if data.get("executor") not in (None, *EXECUTORS) and not isinstance(data.get("executor"), Mapping):
+        problems.append(f"`executor:` must be one of {', '.join(EXECUTORS)}, got {data.get('executor')!r}")
     if problems:
         raise ValidationError(problems)
     evals = {k: _resolve_path(v, base_dir) for k, v in (data.get("evals") or {}).items()}

@@ -70,11 +70,12 @@ SECTIONS: tuple[tuple[str, str], ...] = (
 # (eval.verifiable.exact_match) are declared, so either shape gets labels and colours.
 _PREF_ACC = MetricSpec(
     label="preference accuracy", unit="pct", direction=1,
-    help="share of held-out pairs where the model prefers the chosen answer",
+    help="share of held-out pairs where the model prefers the chosen answer: DPO's implicit reward "
+    "beta*(logp - logp_base) against the base model (the base itself scores 50% by construction)",
 )
 _PREF_MARGIN = MetricSpec(
     label="preference margin", unit="float", direction=1,
-    help="mean log-probability gap chosen minus rejected on held-out pairs",
+    help="mean implicit-reward gap (chosen minus rejected) on held-out pairs",
 )
 _EXACT = MetricSpec(
     label="exact match", unit="pct", direction=1,
@@ -92,6 +93,14 @@ METRICS: dict[str, MetricSpec] = {
     "eval.preference.accuracy": _PREF_ACC,
     "eval.preference.margin": _PREF_MARGIN,
     "eval.preference.n": MetricSpec(label="preference pairs evaluated", unit="int", compare=False),
+    "eval.preference.logp_accuracy": MetricSpec(
+        label="preference log-prob accuracy", unit="pct", direction=1,
+        help="share of pairs whose chosen answer has the higher summed log-probability (favours shorter answers)",
+    ),
+    "eval.preference.logp_margin": MetricSpec(
+        label="preference log-prob margin", unit="float", direction=1,
+        help="mean summed log-probability gap, chosen minus rejected",
+    ),
     "eval.verifiable.exact_match": _EXACT,
     "eval.verifiable.format_rate": _FORMAT,
     "eval.verifiable.n": MetricSpec(

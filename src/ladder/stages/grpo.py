@@ -546,6 +546,11 @@ class GRPO(BaseStage):
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         runtime = time.perf_counter() - start
         watch.finish()
+        from ladder.training.common import main_process_model
+
+        trained = main_process_model(trainer, checkpoint, ctx)  # every process of a launch calls it
+        if trained is None:  # not the main process: the main one publishes
+            return checkpoint
 
         history = trainer.state.log_history
         tokens = _numbers(history, "num_tokens")
@@ -568,7 +573,7 @@ class GRPO(BaseStage):
             tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True) for r in rows[:3]
         ]
         return publish_policy(
-            trainer.model,
+            trained,
             tokenizer,
             ctx,
             stage_name=self.name,

@@ -126,8 +126,10 @@ def load_model(
 
     path, revision = _source(checkpoint)
     device = device or device_name()
+    if device == "cuda" and os.environ.get("LOCAL_RANK"):  # one process per GPU under accelerate
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     if dtype is None:
-        flags = precision("auto") if device == "cuda" else {"bf16": False, "fp16": False}
+        flags = precision("auto") if device.startswith("cuda") else {"bf16": False, "fp16": False}
         dtype = torch.bfloat16 if flags["bf16"] else torch.float16 if flags["fp16"] else torch.float32
     kwargs = load_options({**(options or {}), "revision": revision or (options or {}).get("revision")})
     cls = AutoModelForSequenceClassification if kind == "reward" else AutoModelForCausalLM
