@@ -46,6 +46,8 @@ __all__ = [
     "preference_accuracy",
     "response_logprobs",
     "reward_model_accuracy",
+    "reward_scores",
+    "reward_text",
     "verifiable_accuracy",
 ]
 
@@ -236,27 +238,58 @@ def preference_accuracy(
     return _summary(scores[0::2], scores[1::2])
 
 
-def reward_model_accuracy(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Mapping[str, Any]]
-) -> dict[str, Any]:
-    """Preference accuracy of a reward model (a sequence classifier with one output).
+def reward_text(tokenizer: PreTrainedTokenizerBase, prompt: Any, response: str) -> str:
+    """The text a reward model scores: prompt + response as one conversation, chat-templated.
 
-    Each response is scored by the model's scalar output on the chat-templated conversation.
-    Sequences are scored one at a time: the classifier pools at the last non-padding token,
-    which padding can confuse when the pad token also ends the text.
+    It is the text TRL's ``RewardTrainer`` trains the reward model on and the one
+    ``GRPOTrainer``/``RLOOTrainer`` score completions with (the whole conversation rendered
+    by the reward model's template, no generation prompt), so a held-out accuracy measured
+    here is the accuracy of the reward the RL stages optimise.
+    """
+    messages = [*as_messages(prompt), {"role": "assistant", "content": response}]
+    return chat_text(tokenizer, messages, add_generation_prompt=False)
+
+
+def reward_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[float]:
+    """A reward model's scalar score of each text (tokenized without added special tokens).
+
+    One text per forward pass: no padding for the classifier's pooling (at the last token that
+    is not the pad token) to get wrong, and identical texts get bit-identical scores, which
+    batched CPU matrix products do not guarantee.
     """
     import torch
 
-    check_pairs(pairs)
-    stops = stop_token_ids(None, tokenizer)
     device = next(model.parameters()).device
     scores: list[float] = []
     with _scoring(model):
-        for row in pairs:
-            for response in (row["chosen"], row["rejected"]):
-                p, r = _tokenize_pair(tokenizer, row["prompt"], response, stops)
-                out = model(input_ids=torch.tensor([p + r], device=device))
-                scores.append(out.logits[0, 0].float().item())
+        for text in texts:
+            input_ids = torch.tensor([encode_text(tokenizer, text)], device=device)
+            scores.append(model(input_ids=input_ids).logits[0, 0].float().item())
+    return scores
+
+
+def reward_model_accuracy(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """Preference accuracy of a reward model (a sequence classifier with one output).
+
+    Each response is scored by the model's scalar output on :func:`reward_text` (the
+    conversation as the reward stage trained on it and the RL stages score it). The reward
+    stage measures its held-out accuracy with this function and the pipeline evaluates reward
+    checkpoints with it, so both report the same number.
+
+    Returns:
+        ``{"accuracy": share of pairs whose chosen response scores higher (ties 1/2),
+        "margin": mean score(chosen) - score(rejected), "n": number of pairs}``.
+    """
+    check_pairs(pairs)
+    texts = []
+    for row in pairs:
+        texts.append(reward_text(tokenizer, row["prompt"], row["chosen"]))
+        texts.append(reward_text(tokenizer, row["prompt"], row["rejected"]))
+    scores = reward_scores(model, tokenizer, texts)
     return _summary(scores[0::2], scores[1::2])
 
 

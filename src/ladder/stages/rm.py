@@ -22,7 +22,7 @@ from ladder.training.lora import LoraSettings
 if TYPE_CHECKING:
     from ladder.checkpoint import Checkpoint
 
-__all__ = ["RewardModel", "RewardModelStageConfig", "pairwise_accuracy"]
+__all__ = ["RewardModel", "RewardModelStageConfig"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,37 +61,16 @@ class RewardModelStageConfig:
     trainer_kwargs: dict[str, Any] = attrs.field(factory=dict, converter=dict, metadata={"help": "to trl.RewardConfig"})
 
 
-def pairwise_accuracy(model: Any, tokenizer: Any, pairs: list[dict[str, Any]], batch_size: int = 8) -> dict[str, float]:
-    """Share of pairs whose chosen answer scores higher than the rejected one (ties count 0.5)."""
-    import torch
-
-    def texts(key: str) -> list[str]:
-        return [
-            tokenizer.apply_chat_template(p["prompt"] + [{"role": "assistant", "content": p[key]}], tokenize=False)
-            for p in pairs
-        ]
-
-    def scores(batch: list[str]) -> list[float]:
-        out: list[float] = []
-        device = next(model.parameters()).device
-        model.eval()
-        for i in range(0, len(batch), batch_size):
-            enc = tokenizer(batch[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
-            with torch.no_grad():
-                logits = model(**{k: v.to(device) for k, v in enc.items() if k != "token_type_ids"}).logits
-            out.extend(logits[:, 0].float().cpu().tolist())
-        return out
-
-    if not pairs:
-        return {"accuracy": float("nan"), "margin": float("nan"), "n": 0}
-    chosen, rejected = scores(texts("chosen")), scores(texts("rejected"))
-    wins = [1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected, strict=True)]
-    margins = [c - r for c, r in zip(chosen, rejected, strict=True)]
-    return {"accuracy": sum(wins) / len(wins), "margin": sum(margins) / len(margins), "n": len(pairs)}
-
-
 class RewardModel(BaseStage):
-    """Reward model on preference pairs: a scalar-head classifier for RL against a learned reward."""
+    """Reward model on preference pairs: a scalar-head classifier for RL against a learned reward.
+
+    The input policy gets a new scalar head (``score``, seeded with the run's seed) and a LoRA;
+    both train on ``-log sigmoid(r(chosen) - r(rejected))`` (TRL's ``RewardTrainer``), and the
+    merged classifier is published as a ``kind="reward"`` checkpoint with the input's tokenizer
+    and chat template. Held-out pairs are scored before and after training with
+    :func:`ladder.evaluate.reward_model_accuracy`: the same rendering the trainer used and the
+    RL stages score completions with.
+    """
 
     kind: ClassVar[str] = "rm"
     Config: ClassVar[type] = RewardModelStageConfig
@@ -113,10 +92,27 @@ class RewardModel(BaseStage):
 
     def validate(self, ctx: StageContext) -> list[str]:
         try:
-            _train, _heldout, problems = self._pairs()
+            train, _heldout, problems = self._pairs()
         except LadderError as exc:
             return [f"stage {self.name!r}: {exc}"]
-        return [f"stage {self.name!r}: {p}" for p in problems]
+        found = [str(p) for p in problems]
+        if not problems and not train:
+            found.append("no preference pairs are left to train on; add pairs or lower heldout_fraction")
+        found += self._trainer_kwargs_problems()
+        return [f"stage {self.name!r}: {p}" for p in found]
+
+    def _trainer_kwargs_problems(self) -> list[str]:
+        import dataclasses
+
+        from trl import RewardConfig
+
+        known = {f.name for f in dataclasses.fields(RewardConfig)}
+        unknown = sorted(set(self.config.trainer_kwargs) - known)
+        if not unknown:
+            return []
+        names = ", ".join(map(repr, unknown))
+        return [f"trainer_kwargs: unknown trl.RewardConfig setting{'s' if len(unknown) > 1 else ''} {names}; "
+                "check the spelling against TRL's RewardConfig documentation"]
 
     def fingerprint_data(self) -> Any:
         train, heldout, _ = self._pairs()
@@ -124,9 +120,12 @@ class RewardModel(BaseStage):
 
     def run(self, checkpoint: Checkpoint, ctx: StageContext) -> Checkpoint:
         from datasets import Dataset
+        from transformers import set_seed
         from trl import RewardConfig, RewardTrainer
 
         from ladder.checkpoint import Checkpoint
+        from ladder.errors import ConfigError, StageError
+        from ladder.evaluate import reward_model_accuracy, reward_text
         from ladder.training.common import (
             last_complete_trainer_checkpoint,
             log_callback,
@@ -135,7 +134,7 @@ class RewardModel(BaseStage):
             trainer_args,
             write_model_card,
         )
-        from ladder.training.lora import merge_and_verify, peft_config, save_adapter
+        from ladder.training.lora import lora_delta_max_abs, merge_and_verify, peft_config, save_adapter
         from ladder.training.models import load_model, load_tokenizer
 
         cfg: RewardModelStageConfig = self.config
@@ -143,9 +142,22 @@ class RewardModel(BaseStage):
         if problems:
             raise problems[0]
         tokenizer = load_tokenizer(checkpoint, ctx.options)
+        template = checkpoint.chat_template or tokenizer.chat_template
+        if isinstance(template, dict):
+            template = template.get("default")
+        if not template:
+            raise ConfigError(
+                f"stage {self.name!r}: the input checkpoint {checkpoint.path!r} has no chat template, so the pairs "
+                "cannot be rendered as conversations; run SFT before the reward model (input=...), or start from "
+                "an instruct model"
+            )
+        tokenizer.chat_template = template
+        # The scalar head is new and randomly initialised: seed it, so a re-run is the same model.
+        set_seed(ctx.seed)
         model = load_model(checkpoint, ctx.options, kind="reward")
+        # The classifier pools at the last token that is not the pad token.
         model.config.pad_token_id = tokenizer.pad_token_id
-        before = pairwise_accuracy(model, tokenizer, heldout)
+        before = reward_model_accuracy(model, tokenizer, heldout) if heldout else None
         data = Dataset.from_list(
             [
                 {
@@ -169,10 +181,12 @@ class RewardModel(BaseStage):
                 trainer_kwargs={
                     "max_length": cfg.max_length,
                     "center_rewards_coefficient": cfg.center_rewards_coefficient,
+                    "dataset_num_proc": None,
                     **cfg.trainer_kwargs,
                 },
             )
         )
+        # task_type SEQ_CLS: PEFT trains the new head fully (modules_to_save) beside the LoRA.
         trainer = RewardTrainer(
             model=model,
             args=args,
@@ -182,45 +196,62 @@ class RewardModel(BaseStage):
             callbacks=[log_callback(ctx)],
         )
         quiet_trainer(trainer)
+        if len(trainer.train_dataset) == 0:
+            raise ConfigError(
+                f"stage {self.name!r}: every pair is longer than max_length={cfg.max_length} tokens, so TRL dropped "
+                "them all; raise max_length"
+            )
         resume = last_complete_trainer_checkpoint(ctx.trainer_dir)
+        if resume is not None:
+            logger.info("resuming %s from %s", self.name, resume)
         start = time.perf_counter()
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         runtime = time.perf_counter() - start
 
+        # A LoRA still at its initialisation (B = 0) merges to the input weights: every merge
+        # check would pass and the "reward model" would be the input plus a head. Refuse it.
+        delta = lora_delta_max_abs(trainer.model)
+        if delta == 0.0:
+            raise StageError(
+                f"stage {self.name!r}: the LoRA did not change (its largest weight change is 0 after "
+                f"{trainer.state.global_step} steps); raise learning_rate or max_steps and check that the "
+                "loss is finite"
+            )
         adapter_dir = ctx.work_dir / "adapter"
         save_adapter(trainer.model, adapter_dir)
-        sample = [
-            tokenizer.apply_chat_template(p["prompt"] + [{"role": "assistant", "content": p["chosen"]}], tokenize=False)
-            for p in train[:3]
-        ]
+        sample = [reward_text(tokenizer, p["prompt"], p["chosen"]) for p in train[:3]]
         merged, diff = merge_and_verify(trainer.model, tokenizer, sample)
-        after = pairwise_accuracy(merged, tokenizer, heldout)
+        merged.config.pad_token_id = tokenizer.pad_token_id
+        after = reward_model_accuracy(merged, tokenizer, heldout) if heldout else None
         model_dir = ctx.work_dir / "model"
         merged.save_pretrained(str(model_dir), safe_serialization=True)
         tokenizer.save_pretrained(str(model_dir))
-        metrics = {
+        metrics: dict[str, Any] = {
             "stage": self.name,
             "kind": self.kind,
             "index": ctx.index,
             "train": train_summary(trainer.state.log_history, runtime_s=runtime),
-            "eval": {"rm_accuracy": after["accuracy"]},
+            "eval": {"rm_accuracy": after["accuracy"]} if after is not None else {},
             "stage_metrics": {
                 "heldout_before": before,
                 "heldout_after": after,
                 "rows": len(train),
                 "heldout_rows": len(heldout),
+                "lora_delta_max_abs": delta,
                 "merge_max_abs_diff": diff,
             },
         }
         atomic_write_json(ctx.work_dir / "metrics.json", metrics)
-        logger.info("reward model held-out pairwise accuracy %.3f -> %.3f", before["accuracy"], after["accuracy"])
+        if before is not None and after is not None:
+            logger.info("%s held-out pairwise accuracy %.3f -> %.3f (%d pairs)", self.name, before["accuracy"],
+                        after["accuracy"], after["n"])
         out = Checkpoint(
             path=str(model_dir),
             stage=self.name,
             kind="reward",
             parent=checkpoint,
             fingerprint=ctx.fingerprint,
-            chat_template=tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None,
+            chat_template=template,
             adapter_path=str(adapter_dir),
         )
         write_model_card(model_dir, out, config_to_dict(cfg))

@@ -16,7 +16,15 @@ if TYPE_CHECKING:
     from peft import LoraConfig
     from transformers import PreTrainedModel
 
-__all__ = ["LoraSettings", "peft_config", "reference_logits", "merge_adapter", "verify_merge", "merge_and_verify"]
+__all__ = [
+    "LoraSettings",
+    "peft_config",
+    "reference_logits",
+    "merge_adapter",
+    "verify_merge",
+    "merge_and_verify",
+    "lora_delta_max_abs",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -70,15 +78,26 @@ def _verification_inputs(model: PreTrainedModel, tokenizer: Any, texts: Sequence
 
 
 def _logits(model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``[batch, positions, values]`` outputs to compare: a causal LM's logits at every position.
+
+    A sequence classifier (a reward model) outputs one pooled score per text, a handful of
+    numbers that a merge could get wrong and still match; its comparison also covers the last
+    hidden state at every position (where the LoRA acts), with the pooled score appended.
+    """
     import torch
 
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        out = model(**inputs).logits.float().cpu()
+        out = model(**inputs)
+        logits = out.logits.float()
+        if logits.dim() == 2:  # sequence classification: [batch, labels]
+            hidden = model(**inputs, output_hidden_states=True).hidden_states[-1].float()
+            pooled = logits[:, None, :].expand(-1, hidden.shape[1], -1)
+            logits = torch.cat([hidden, pooled], dim=-1)
     if was_training:
         model.train()
-    return out
+    return logits.cpu()
 
 
 def reference_logits(peft_model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -109,7 +128,7 @@ def verify_merge(
         MergeVerificationError: the merged model does not reproduce the adapter's logits.
     """
     got = _logits(merged, inputs)
-    if expected.dim() == 3:  # causal LM: compare real (unpadded) positions only
+    if expected.dim() == 3:  # compare real (unpadded) positions only
         mask = inputs["attention_mask"].bool().cpu()
         got, expected = got[mask], expected[mask]
     diff = (got - expected).abs().max().item()
@@ -133,6 +152,27 @@ def merge_and_verify(peft_model: Any, tokenizer: Any, texts: Sequence[str]) -> t
     diff = verify_merge(merged, inputs, expected)
     logger.info("merge verified on %d inputs: max |logit diff| = %.2e", len(texts), diff)
     return merged, diff
+
+
+def lora_delta_max_abs(peft_model: Any) -> float:
+    """The largest absolute change the LoRA makes to any weight it targets (``B @ A * scale``).
+
+    ``0.0`` means the adapter is still at its initialisation (``B = 0``): it did not train, and
+    a merge of it changes nothing, so a merge check would pass trivially.
+    """
+    import torch
+
+    largest = 0.0
+    with torch.no_grad():
+        for module in peft_model.modules():
+            get_delta = getattr(module, "get_delta_weight", None)
+            adapters = getattr(module, "active_adapters", None)
+            if get_delta is None or not adapters or not hasattr(module, "lora_A"):
+                continue
+            for name in adapters:
+                if name in module.lora_A:
+                    largest = max(largest, float(get_delta(name).abs().max()))
+    return largest
 
 
 def save_adapter(peft_model: Any, out_dir: Path) -> None:
