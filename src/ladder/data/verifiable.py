@@ -16,6 +16,10 @@ Accepted shapes:
   the reference answer is read from the solution's last ``\\boxed{...}``, ``<answer>`` block
   or ``####``.
 
+An RL stage that learns from a reward model alone needs no reference answer: with
+``require_answer=False`` a row may be a prompt only (``prompt``, ``question`` or ``problem``
+without an answer); a reference answer that is there is still read and checked.
+
 Unless the recipe says otherwise the user's message gets an instruction appended that asks
 for the final answer in ``<answer></answer>`` tags (:data:`DEFAULT_INSTRUCTION`), the format
 the reference recipe's ``tag_format`` reward pays for.
@@ -152,6 +156,7 @@ def verifiable_row(
     system_prompt: str | None = None,
     instruction: str | None = DEFAULT_INSTRUCTION,
     prompt_template: str | None = None,
+    require_answer: bool = True,
 ) -> dict[str, Any]:
     """One row (any accepted shape) as ``{"prompt": [messages], "answer": str, ...}``.
 
@@ -163,6 +168,8 @@ def verifiable_row(
         instruction: appended to the (last) user message; ``None`` or ``""`` to leave it as is.
         prompt_template: a format string with ``{prompt}`` (and optionally ``{instruction}``)
             that builds the user message instead.
+        require_answer: ``False`` accepts a row without any reference answer (no ``answer``
+            key in the result); one that is there is still read and checked.
 
     Raises:
         DataError: naming the source, row and field, when the row has no usable prompt or answer.
@@ -173,10 +180,14 @@ def verifiable_row(
         ([{'role': 'user', 'content': '1+1?'}], '2', '1+1=2\\n#### 2')
     """
     out = dict(row)
+    # Without a required answer, a row that has none is a prompt only.
+    unanswered = not require_answer and row.get("answer") is None and row.get("solution") is None
     if "question" in row and "prompt" not in row:  # GSM8K
         text = _text(row, "question", source, index)
         raw = row.get("answer")
-        if isinstance(raw, str) and "####" in raw:
+        if unanswered:
+            out.pop("answer", None)
+        elif isinstance(raw, str) and "####" in raw:
             gold = _after_hashes(raw)
             if gold is None:
                 raise DataError("nothing after '####'", source=source, row=index, field="answer")
@@ -191,7 +202,9 @@ def verifiable_row(
             messages = [{"role": "user", "content": _text(row, "prompt", source, index)}]
         else:
             messages = _messages(prompt, source, index)
-        if "answer" not in row and isinstance(row.get("solution"), str):
+        if unanswered:
+            out.pop("answer", None)
+        elif "answer" not in row and isinstance(row.get("solution"), str):
             found = _answer_from_solution(row["solution"])
             if found is None:
                 raise DataError(
@@ -207,7 +220,9 @@ def verifiable_row(
             out["answer"] = gold or _answer(raw, "answer", source, index)
     elif "problem" in row:  # MATH style
         text = _text(row, "problem", source, index)
-        if row.get("answer") is not None:
+        if unanswered:
+            out.pop("answer", None)
+        elif row.get("answer") is not None:
             out["answer"] = _answer(row["answer"], "answer", source, index)
         else:
             solution = _text(row, "solution", source, index)
@@ -243,6 +258,7 @@ def normalize_verifiable_rows(
     system_prompt: str | None = None,
     instruction: str | None = DEFAULT_INSTRUCTION,
     prompt_template: str | None = None,
+    require_answer: bool = True,
 ) -> tuple[list[dict[str, Any]], list[DataError]]:
     """Normalise every row; return ``(rows, problems)`` so pre-flight can report all at once.
 
@@ -253,6 +269,8 @@ def normalize_verifiable_rows(
         instruction: appended to each prompt's user message (default: answer in
             ``<answer></answer>`` tags); ``None`` or ``""`` for none.
         prompt_template: a format string with ``{prompt}`` that builds the user message instead.
+        require_answer: ``False`` accepts prompt-only rows (for a stage whose only reward is a
+            reward model).
 
     Returns:
         The normalised rows (those without problems) and one :class:`DataError` per bad row.
@@ -283,6 +301,7 @@ def normalize_verifiable_rows(
                     system_prompt=system_prompt,
                     instruction=instruction,
                     prompt_template=prompt_template,
+                    require_answer=require_answer,
                 )
             )
         except DataError as exc:
