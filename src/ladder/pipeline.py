@@ -261,6 +261,10 @@ class Pipeline:
                 ctx.checkpoints = dict(outputs)
                 ctx.trainer_dir = self.run_dir / ".trainer" / f"{stage.name}-{fp}"
                 reused = None if rerun else self._reuse(ctx.final_dir, fp, checkpoint)
+                if rerun or reused is not None:
+                    # Forced: train from scratch, not from a crashed attempt's trainer checkpoints.
+                    # Reused: state left by a crash between publication and clean-up.
+                    shutil.rmtree(ctx.trainer_dir, ignore_errors=True)
                 if reused is not None:
                     outputs[stage.name] = reused
                     manifest.update_stage(stage.name, status="reused", fingerprint=fp,
@@ -316,18 +320,25 @@ class Pipeline:
                         checkpoint.stage)
         final_dir = ctx.final_dir
         marker: dict[str, Any] = {"fingerprint": ctx.fingerprint}  # written last, by atomic_dir
+        journal = _TrainerJournal(ctx.trainer_dir)
         with atomic_dir(final_dir, replace=True, info=marker) as work:
             ctx.work_dir = work
-            placement = getattr(stage, "placement", None) or {}
-            produced = get_executor(placement.get("executor", self.executor)).run_stage(stage, checkpoint, ctx)
-            metrics = _read_metrics(work)
-            if self.probes is not False:
-                metrics.update(self._observe(produced, work, eval_rows))
-            from ladder.atomic import atomic_write_json
+            journal.start(work)
+            ctx.on_log = journal.tee(ctx.on_log)
+            try:
+                placement = getattr(stage, "placement", None) or {}
+                produced = get_executor(placement.get("executor", self.executor)).run_stage(stage, checkpoint, ctx)
+                metrics = _read_metrics(work)
+                if self.probes is not False:
+                    metrics.update(self._observe(produced, work, eval_rows))
+                from ladder.atomic import atomic_write_json
 
-            atomic_write_json(work / "metrics.json", metrics)
-            published = _relocate(produced, work, final_dir)
-            marker["checkpoint"] = published.to_dict()
+                atomic_write_json(work / "metrics.json", metrics)
+                published = _relocate(produced, work, final_dir)
+                marker["checkpoint"] = published.to_dict()
+            except BaseException:
+                journal.keep(work)  # atomic_dir removes the temp dir next; the failed attempt's log stays
+                raise
         shutil.rmtree(ctx.trainer_dir, ignore_errors=True)  # published: resumable state no longer needed
         duration = time.time() - started
         manifest.update_stage(stage.name, status="complete", finished_at=time.time(), duration_s=duration,
@@ -383,6 +394,76 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"Pipeline({self.stages!r}, model={self.model!r}, run_dir={str(self.run_dir)!r})"
+
+
+class _TrainerJournal:
+    """A stage's trainer log kept beside its resumable state, so a crash loses none of it.
+
+    The stage writes ``trainer_log.jsonl`` into its temp dir, which a crash leaves behind as an
+    incomplete leftover (removed by the next run) and an exception removes at once. This keeps a
+    copy at ``<trainer_dir>/trainer_log.jsonl``: every record is appended to it as it is logged
+    (through ``ctx.on_log``, which every executor calls), and on an exception the temp dir's own
+    file replaces it. When the stage later resumes from trainer checkpoint ``checkpoint-N``, the
+    records up to step ``N`` seed the new attempt's log, so the published log is whole; records
+    after ``N`` are dropped because those steps are trained again.
+    """
+
+    NAME = "trainer_log.jsonl"
+
+    def __init__(self, trainer_dir: Path) -> None:
+        self.path = trainer_dir / self.NAME
+
+    def start(self, work: Path) -> None:
+        """Seed ``work/trainer_log.jsonl`` with the records the resumed attempt will not repeat."""
+        from ladder.atomic import atomic_write_text
+        from ladder.training.common import last_complete_trainer_checkpoint
+
+        resume = last_complete_trainer_checkpoint(self.path.parent)
+        step = int(resume.name.rsplit("-", 1)[1]) if resume is not None else 0
+        kept: list[str] = []
+        if step and self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:  # a line cut short by the crash
+                    continue
+                # The end-of-training summary is logged again when training ends.
+                if isinstance(record, dict) and record.get("step", 0) <= step and "train_runtime" not in record:
+                    kept.append(line + "\n")
+        text = "".join(kept)
+        if kept:
+            logger.info("resuming the trainer log at step %d (%d records kept)", step, len(kept))
+            atomic_write_text(work / self.NAME, text)
+        if self.path.parent.is_dir():
+            atomic_write_text(self.path, text)
+
+    def tee(self, on_log: Any) -> Any:
+        """``on_log`` that also appends each record to the journal."""
+        path = self.path
+
+        def log(record: dict[str, Any]) -> None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(record, default=str) + "\n")
+            except OSError:  # the journal is a safety copy; training goes on without it
+                logger.debug("could not append to %s", path, exc_info=True)
+            if on_log is not None:
+                on_log(record)
+
+        return log
+
+    def keep(self, work: Path) -> None:
+        """Keep the failed attempt's log (the temp dir's file is the complete one)."""
+        source = work / self.NAME
+        if not source.is_file():
+            return
+        try:
+            from ladder.atomic import atomic_write_text
+
+            atomic_write_text(self.path, source.read_text(encoding="utf-8"))
+        except OSError:
+            logger.warning("could not keep the trainer log of the failed stage at %s", self.path, exc_info=True)
 
 
 def _read_metrics(directory: Path) -> dict[str, Any]:

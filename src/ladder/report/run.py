@@ -405,9 +405,15 @@ def _load_stage(root: Path, entry: Mapping[str, Any], position: int) -> StageVie
     elif finished:
         problems.append(f"{dir_name}/ is missing although the manifest says {status!r}")
     if not log and not finished:
-        # A stage that raised has its temp directory removed, trainer log included; its
-        # last trainer checkpoint (kept for resuming) still holds the log history.
-        state = _trainer_state(root, name, _opt_str(entry.get("fingerprint")))
+        # A stage that raised has its temp directory removed; the pipeline keeps its trainer
+        # log beside the resumable state (RUN/.trainer/<name>-<fingerprint>/trainer_log.jsonl),
+        # and the last trainer checkpoint there holds the log history too.
+        kept = _kept_log(root, name, _opt_str(entry.get("fingerprint")))
+        if kept is not None:
+            log = _read_log(kept, problems, required=False)
+            log_source = kept if log else None
+            partial = bool(log)
+        state = None if log else _trainer_state(root, name, _opt_str(entry.get("fingerprint")))
         if state is not None:
             log = _read_log_history(state, problems)
             log_source = state if log else None
@@ -439,6 +445,16 @@ def _load_stage(root: Path, entry: Mapping[str, Any], position: int) -> StageVie
         traceback=_opt_str(entry.get("traceback")),
         problems=tuple(problems),
     )
+
+
+def _kept_log(root: Path, name: str, fingerprint: str | None) -> Path | None:
+    """The trainer log the pipeline kept for an unfinished stage, the newest if several."""
+    base = root / ".trainer"
+    if not base.is_dir():
+        return None
+    pattern = f"{name}-{fingerprint}" if fingerprint else f"{name}-*"
+    found = [p for p in base.glob(f"{pattern}/trainer_log.jsonl") if p.is_file() and p.stat().st_size]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
 def _trainer_state(root: Path, name: str, fingerprint: str | None) -> Path | None:

@@ -107,7 +107,11 @@ def quiet_trainer(trainer: Any) -> Any:
 def last_complete_trainer_checkpoint(trainer_dir: Path) -> Path | None:
     """The newest ``checkpoint-N`` under ``trainer_dir`` that has all its state files.
 
-    Incomplete checkpoints (a crash while saving) are removed, never resumed from.
+    Incomplete checkpoints (a crash while saving) are removed, never resumed from. So is the
+    checkpoint of a *finished* training (``global_step >= max_steps``, a crash after training
+    but before publication): resumed from, the Trainer would run one step past ``max_steps``
+    whenever the last step ends mid-epoch, so the run resumes from the checkpoint before it and
+    trains that last stretch again, which gives the same weights.
     """
     if not trainer_dir.is_dir():
         return None
@@ -118,19 +122,30 @@ def last_complete_trainer_checkpoint(trainer_dir: Path) -> Path | None:
             found.append((int(m.group(1)), child))
     for _step, path in sorted(found, reverse=True):
         has_weights = any(path.glob("*.safetensors"))
-        if has_weights and all((path / f).is_file() for f in _STATE_FILES) and _valid_state(path):
+        state = _valid_state(path) if has_weights and all((path / f).is_file() for f in _STATE_FILES) else None
+        if state is None:
+            logger.warning("removing incomplete trainer checkpoint %s (missing state files)", path)
+        elif _finished(state):
+            logger.info("removing trainer checkpoint %s: it marks the end of training and cannot be resumed "
+                        "exactly; resuming from the one before it", path)
+        else:
             return path
-        logger.warning("removing incomplete trainer checkpoint %s (missing state files)", path)
         shutil.rmtree(path, ignore_errors=True)
     return None
 
 
-def _valid_state(path: Path) -> bool:
+def _valid_state(path: Path) -> dict[str, Any] | None:
+    """The checkpoint's ``trainer_state.json`` (written last by the Trainer), or ``None``."""
     try:
-        json.loads((path / "trainer_state.json").read_text())
+        state = json.loads((path / "trainer_state.json").read_text())
     except (OSError, ValueError):
-        return False
-    return True
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _finished(state: Mapping[str, Any]) -> bool:
+    step, max_steps = state.get("global_step"), state.get("max_steps")
+    return isinstance(step, int) and isinstance(max_steps, int) and 0 < max_steps <= step
 
 
 def save_model_dir(
