@@ -39,6 +39,10 @@ _LAZY = {
     "DPOStageConfig": "ladder.stages.dpo",
     "GRPO": "ladder.stages.grpo",
     "GRPOStageConfig": "ladder.stages.grpo",
+    "RewardModel": "ladder.stages.rm",
+    "RewardModelStageConfig": "ladder.stages.rm",
+    "RLOO": "ladder.stages.rloo",
+    "RLOOStageConfig": "ladder.stages.rloo",
 }
 
 __all__ = [
@@ -55,6 +59,10 @@ __all__ = [
     "DPOStageConfig",
     "GRPO",
     "GRPOStageConfig",
+    "RewardModel",
+    "RewardModelStageConfig",
+    "RLOO",
+    "RLOOStageConfig",
     "stages",
     "rewards",
     "atomic_dir",
@@ -92,4 +100,6 @@ if TYPE_CHECKING:
     from ladder.recipe import load_recipe
     from ladder.stages.dpo import DPO, DPOStageConfig
     from ladder.stages.grpo import GRPO, GRPOStageConfig
+    from ladder.stages.rloo import RLOO, RLOOStageConfig
+    from ladder.stages.rm import RewardModel, RewardModelStageConfig
     from ladder.stages.sft import SFT, SFTStageConfig
