@@ -25,6 +25,10 @@ __all__ = ["Pipeline", "RunResult"]
 
 logger = logging.getLogger(__name__)
 
+# Config settings through which a stage uses another stage's checkpoint besides its input (by
+# name): checked in pre-flight, and that checkpoint's fingerprint is part of the stage's.
+_REFERENCE_SETTINGS = ("reward_model",)
+
 
 @attrs.frozen
 class RunResult:
@@ -122,19 +126,47 @@ class Pipeline:
                 needs = getattr(stage, "input_kind", "policy")
                 has = produced.get(source, "policy")
                 if needs != has:
+                    fitting = [n for n, k in produced.items() if k == needs]
+                    hint = f" (earlier {needs} stages: {', '.join(fitting)})" if fitting else ""
                     problems.append(
                         f"{label} ({stage.kind}) needs a {needs} checkpoint as input, but {source!r} "
-                        f"produces a {has} checkpoint; set input= to a {needs} stage"
+                        f"produces a {has} checkpoint; set input= to a {needs} stage{hint}"
                     )
-            for ref_attr in ("reward_model",):
-                ref = getattr(stage.config, ref_attr, None)
-                if isinstance(ref, str) and ref in produced and produced[ref] != "reward":
-                    problems.append(
-                        f"{label}: {ref_attr}={ref!r} names stage {ref!r}, which produces a "
-                        f"{produced[ref]} checkpoint, not a reward model"
-                    )
+            problems += self._reference_problems(label, i, produced)
             seen[stage.name] = stage
             produced[stage.name] = getattr(stage, "output_kind", "policy")
+        return problems
+
+    def _reference_problems(self, label: str, index: int, produced: Mapping[str, str]) -> list[str]:
+        """Checkpoints a stage's settings name (``reward_model``) must be earlier reward stages."""
+        from ladder.training.rl import is_path_reference
+
+        stage = self.stages[index - 1]
+        later = {s.name: j for j, s in enumerate(self.stages, 1) if j > index}
+        problems = []
+        for setting in _REFERENCE_SETTINGS:
+            ref = getattr(stage.config, setting, None)
+            if not isinstance(ref, str):
+                continue
+            rewards = ", ".join(n for n, k in produced.items() if k == "reward") or "none"
+            if ref in produced and produced[ref] != "reward":
+                problems.append(
+                    f"{label}: {setting}={ref!r} names stage {ref!r}, which produces a {produced[ref]} "
+                    f"checkpoint, not a reward model; name an rm stage (earlier reward stages: {rewards})"
+                )
+            elif ref == stage.name:
+                problems.append(f"{label}: {setting}={ref!r} names the stage itself; name an earlier rm stage")
+            elif ref in later:
+                problems.append(
+                    f"{label}: {setting}={ref!r} names stage {later[ref]} ({ref!r}), which runs after "
+                    f"{stage.name!r}; put the {ref!r} stage before {stage.name!r}"
+                )
+            elif ref not in produced and not is_path_reference(ref):
+                problems.append(
+                    f"{label}: {setting}={ref!r} names no stage (earlier reward stages: {rewards}); name an "
+                    f"rm stage that runs before {stage.name!r}, or give a reward checkpoint folder as a path "
+                    f"(./{ref})"
+                )
         return problems
 
     def _context(self, stage: Stage, index: int) -> StageContext:
@@ -194,9 +226,13 @@ class Pipeline:
         return out
 
     # fingerprints --------------------------------------------------------------------------
-    def fingerprint(self, stage: Stage, input_fp: str) -> str:
-        """Input checkpoint + stage type/name/config + data content + versions."""
-        return fingerprint_of(
+    def fingerprint(self, stage: Stage, input_fp: str, references: Mapping[str, str] | None = None) -> str:
+        """Input checkpoint + stage type/name/config + data content + versions.
+
+        ``references``: fingerprints of the other checkpoints the stage uses (a reward model),
+        by setting name; a stage that uses none fingerprints as it always did.
+        """
+        parts: list[Any] = [
             input_fp,
             stage.kind,
             stage.name,
@@ -205,7 +241,20 @@ class Pipeline:
             versions().get("ladder"),
             _stage_package(stage.kind),
             self.seed,
-        )
+        ]
+        if references:
+            parts.append(dict(sorted(references.items())))
+        return fingerprint_of(*parts)
+
+    @staticmethod
+    def _references(stage: Stage, outputs: Mapping[str, Checkpoint]) -> dict[str, str]:
+        """Fingerprints of the earlier checkpoints the stage's settings name."""
+        found = {}
+        for setting in _REFERENCE_SETTINGS:
+            ref = getattr(stage.config, setting, None)
+            if isinstance(ref, str) and ref in outputs:
+                found[setting] = outputs[ref].fingerprint
+        return found
 
     # running -------------------------------------------------------------------------------
     def run(self, *, force: bool = False, from_stage: str | None = None, progress: Any = None) -> RunResult:
@@ -255,7 +304,7 @@ class Pipeline:
                 rerun = rerun or stage.name == from_stage
                 source = stage.input or (self.stages[i - 2].name if i > 1 else "base")
                 checkpoint = outputs[source]
-                fp = self.fingerprint(stage, checkpoint.fingerprint)
+                fp = self.fingerprint(stage, checkpoint.fingerprint, self._references(stage, outputs))
                 ctx = self._context(stage, i)
                 ctx.fingerprint = fp
                 ctx.checkpoints = dict(outputs)
@@ -330,7 +379,7 @@ class Pipeline:
                 produced = get_executor(placement.get("executor", self.executor)).run_stage(stage, checkpoint, ctx)
                 metrics = _read_metrics(work)
                 if self.probes is not False:
-                    metrics.update(self._observe(produced, work, eval_rows))
+                    _merge_metrics(metrics, self._observe(produced, work, eval_rows))
                 from ladder.atomic import atomic_write_json
 
                 atomic_write_json(work / "metrics.json", metrics)
@@ -464,6 +513,16 @@ class _TrainerJournal:
             atomic_write_text(self.path, source.read_text(encoding="utf-8"))
         except OSError:
             logger.warning("could not keep the trainer log of the failed stage at %s", self.path, exc_info=True)
+
+
+def _merge_metrics(metrics: dict[str, Any], observed: Mapping[str, Any]) -> None:
+    """Add the probes' and evaluations' sections to a stage's metrics, keeping the stage's own
+    keys in a shared section (a reward stage's ``eval.rm_accuracy`` beside ``eval.preference``)."""
+    for key, value in observed.items():
+        if isinstance(value, Mapping) and isinstance(metrics.get(key), Mapping):
+            metrics[key] = {**metrics[key], **value}
+        else:
+            metrics[key] = value
 
 
 def _read_metrics(directory: Path) -> dict[str, Any]:
