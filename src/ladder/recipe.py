@@ -42,7 +42,7 @@ TOP_LEVEL_KEYS = {
     "executor": "where stages run: local (default), accelerate, modal",
 }
 _STAGE_KEYS = ("stage", "name", "input", "gpu", "executor")
-_PATH_KEYS = ("dataset", "eval_dataset", "chat_template_file")
+_PATH_KEYS = ("dataset", "eval_dataset", "heldout_pairs", "chat_template_file")
 
 
 def _resolve_path(value: Any, base: Path | None) -> Any:
@@ -171,6 +171,10 @@ def _build_stage(raw: Any, index: int, base_dir: Path | None) -> Any:
     for key in _PATH_KEYS:
         if key in settings:
             settings[key] = _resolve_path(settings[key], base_dir)
+    # reward_model is a stage name, or a folder when it is written as a path (./my-rm)
+    reward_model = settings.get("reward_model")
+    if isinstance(reward_model, str) and ("/" in reward_model or os.sep in reward_model):
+        settings["reward_model"] = _resolve_path(reward_model, base_dir)
     if base_dir is not None and isinstance(settings.get("chat_template"), str):
         candidate = base_dir / settings["chat_template"]
         if settings["chat_template"].endswith((".jinja", ".j2")) and candidate.is_file():
