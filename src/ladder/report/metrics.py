@@ -101,6 +101,10 @@ METRICS: dict[str, MetricSpec] = {
         label="preference log-prob margin", unit="float", direction=1,
         help="mean summed log-probability gap, chosen minus rejected",
     ),
+    "eval.rm_accuracy": MetricSpec(
+        label="reward-model accuracy", unit="pct", direction=1,
+        help="share of the reward stage's held-out pairs whose chosen answer its reward model scores higher",
+    ),
     "eval.verifiable.exact_match": _EXACT,
     "eval.verifiable.format_rate": _FORMAT,
     "eval.verifiable.n": MetricSpec(
@@ -120,8 +124,8 @@ METRICS: dict[str, MetricSpec] = {
     ),
     "train.loss_first": MetricSpec(label="loss (first step)", help="training loss at the first log"),
     "train.loss_last": MetricSpec(label="loss (last step)", help="training loss at the last log"),
-    "train.reward_first": MetricSpec(label="reward (first steps)", help="GRPO mean reward, first logs"),
-    "train.reward_last": MetricSpec(label="reward (last steps)", help="GRPO mean reward, last logs"),
+    "train.reward_first": MetricSpec(label="reward (first steps)", help="GRPO/RLOO mean reward, first logs"),
+    "train.reward_last": MetricSpec(label="reward (last steps)", help="GRPO/RLOO mean reward, last logs"),
     "train.steps": MetricSpec(label="optimizer steps", unit="int"),
     "train.runtime_s": MetricSpec(label="training time", unit="seconds"),
     "train.train_tokens": MetricSpec(label="tokens trained on", unit="int"),
@@ -135,7 +139,35 @@ METRICS: dict[str, MetricSpec] = {
     ),
     "stage_metrics.heldout_before.margin": MetricSpec(label="held-out margin before"),
     "stage_metrics.heldout_after.margin": MetricSpec(label="held-out margin after"),
+    "stage_metrics.heldout_before.logp_accuracy": MetricSpec(
+        label="held-out log-prob accuracy before", unit="pct",
+        help="share of the stage's held-out pairs whose chosen answer the input policy finds more likely",
+    ),
+    "stage_metrics.heldout_after.logp_accuracy": MetricSpec(
+        label="held-out log-prob accuracy after", unit="pct",
+        help="share of the stage's held-out pairs whose chosen answer the trained policy finds more likely",
+    ),
+    "stage_metrics.learned_reward_first": MetricSpec(
+        label="learned reward (first steps)", help="the reward model's mean score of the completions, first logs",
+    ),
+    "stage_metrics.learned_reward_last": MetricSpec(
+        label="learned reward (last steps)", help="the reward model's mean score of the completions, last logs",
+    ),
+    "stage_metrics.kl_first": MetricSpec(label="KL to the input (first steps)", direction=-1),
+    "stage_metrics.kl_last": MetricSpec(
+        label="KL to the input (last steps)", direction=-1,
+        help="how far the policy moved from the model it started from (the KL penalty's measure)",
+    ),
+    "stage_metrics.completion_length_first": MetricSpec(label="completion length (first steps)", unit="tokens"),
+    "stage_metrics.completion_length_last": MetricSpec(label="completion length (last steps)", unit="tokens"),
+    "stage_metrics.completion_length_change": MetricSpec(
+        label="completion length change", unit="pct",
+        help="relative change of the mean completion length, first to last steps (a reward-hacking sign when large)",
+    ),
     "stage_metrics.rows": MetricSpec(label="training rows", unit="int"),
+    "stage_metrics.lora_delta_max_abs": MetricSpec(
+        label="LoRA: max |weight change|", help="largest change the trained adapter makes to a weight (0: untrained)",
+    ),
     "stage_metrics.merge_max_abs_diff": MetricSpec(
         label="merge check: max |logit diff|",
         help="largest logit difference between adapter-on-base and the merged model",
