@@ -185,11 +185,16 @@ class Pipeline:
     def validate(self) -> None:
         """Pre-flight: check everything before training; raise one error listing every problem."""
         problems = self._structure_problems()
+        # Stages keep the tokenizer they start from, so the base model's (when local) is the one
+        # pre-flight measures row lengths with, for every stage.
+        base = Checkpoint.base(self.model, revision=self.revision)
         for i, stage in enumerate(self.stages, 1):
             if not hasattr(stage, "validate"):
                 continue
+            ctx = self._context(stage, i)
+            ctx.checkpoints = {"base": base}
             try:
-                problems.extend(stage.validate(self._context(stage, i)))
+                problems.extend(stage.validate(ctx))
             except LadderError as exc:
                 problems.append(f"stage {stage.name!r}: {exc}")
         problems.extend(self._eval_problems())

@@ -153,6 +153,14 @@ def load_rows(spec: Any) -> tuple[list[dict[str, Any]], str]:
     for i, row in enumerate(rows):
         if not isinstance(row, Mapping):
             raise DataError(f"expected an object (dict), got {type(row).__name__}", source=label, row=i)
+    empty = [i for i, row in enumerate(rows) if not row]
+    if empty:
+        others = f" (and {len(empty) - 1} more: rows {', '.join(map(str, empty[1:6]))}{', ...' if len(empty) > 6 else ''})"
+        raise DataError(
+            f"empty row {{}}: it has no fields{others if len(empty) > 1 else ''}; remove it or fill it in",
+            source=label,
+            row=empty[0],
+        )
     rows = [dict(r) for r in rows]
     if spec.seed is not None:
         import random

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
+from ladder.data.length import OVERLENGTH_POLICIES, enforce_rows, kept_indices, pair_lengths, preflight_rows
 from ladder.data.loading import as_spec, content_hash, load_rows
 from ladder.data.preference import normalize_preference_rows, split_heldout
 from ladder.errors import ConfigError, DataError, LadderError
@@ -81,8 +82,17 @@ class DPOStageConfig:
         default=1024,
         validator=_gt0,
         metadata={
-            "help": "max tokens of prompt + answer; longer pairs keep their start (TRL's keep_start), pairs whose "
-            "prompt alone fills it are dropped by TRL"
+            "help": "max tokens of prompt + answer; what happens to longer pairs is `overlength`'s choice (under "
+            "truncate they keep their start, TRL's keep_start)"
+        },
+    )
+    overlength: str = attrs.field(
+        default="error",
+        validator=attrs.validators.in_(OVERLENGTH_POLICIES),
+        metadata={
+            "help": "pairs whose prompt + answer is longer than max_length: error (stop before training), drop "
+            "(leave them out) or truncate (TRL cuts them, keeping the start); dropped and truncated pairs are "
+            "logged and counted in metrics.json"
         },
     )
     eval_batch_size: int = attrs.field(
@@ -164,23 +174,29 @@ class DPO(BaseStage):
     Config: ClassVar[type] = DPOStageConfig
 
     def _pairs(self, spec: Any) -> tuple[list[dict[str, Any]], str, list[DataError]]:
+        rows, label, problems, _indices = self._indexed_pairs(spec)
+        return rows, label, problems
+
+    def _indexed_pairs(self, spec: Any) -> tuple[list[dict[str, Any]], str, list[DataError], list[int]]:
+        """Normalised pairs, label, problems, and each kept pair's row number in the file."""
         rows, label = load_rows(as_spec(spec))
         normalised, problems = normalize_preference_rows(rows, label)
-        return normalised, label, problems
+        return normalised, label, problems, kept_indices(len(rows), problems)
 
-    def _data(self, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
-        """``(train, heldout, label)``; raises the first data problem."""
+    def _data(self, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str, list[int]]:
+        """``(train, heldout, label, train row numbers)``; raises the first data problem."""
         cfg: DPOStageConfig = self.config
-        rows, label, problems = self._pairs(cfg.dataset)
+        rows, label, problems, indices = self._indexed_pairs(cfg.dataset)
         if problems:  # validate() ran already; this guards direct callers
             raise problems[0]
         if cfg.eval_dataset is not None:
             heldout, _eval_label, eval_problems = self._pairs(cfg.eval_dataset)
             if eval_problems:
                 raise eval_problems[0]
-            return rows, heldout, label
+            return rows, heldout, label, indices
         train, heldout = split_heldout(rows, cfg.heldout_fraction, seed)
-        return train, heldout, label
+        train_indices, _ = split_heldout(indices, cfg.heldout_fraction, seed)  # the same split, by position
+        return train, heldout, label, train_indices
 
     def validate(self, ctx: StageContext) -> list[str]:
         cfg: DPOStageConfig = self.config
@@ -188,7 +204,11 @@ class DPO(BaseStage):
         specs = [cfg.dataset] + ([cfg.eval_dataset] if cfg.eval_dataset is not None else [])
         for spec in specs:
             try:
-                _rows, _label, found = self._pairs(spec)
+                rows, label, found, indices = self._indexed_pairs(spec)
+                if spec is cfg.dataset:  # the training pairs (held-out pairs are only scored)
+                    found = [*found, *preflight_rows(ctx, rows, indices, source=label, lengths_of=pair_lengths,
+                                                     limit=cfg.max_length, policy=cfg.overlength,
+                                                     template=cfg.chat_template, what="pair")]
             except LadderError as exc:
                 problems.append(f"stage {self.name!r}: {exc}")
                 continue
@@ -232,7 +252,7 @@ class DPO(BaseStage):
         from ladder.training.models import load_model, load_tokenizer
 
         cfg: DPOStageConfig = self.config
-        train, heldout, label = self._data(ctx.seed)
+        train, heldout, label, train_indices = self._data(ctx.seed)
         tokenizer = load_tokenizer(checkpoint, ctx.options)
         template = cfg.chat_template or tokenizer.chat_template
         if isinstance(template, dict):
@@ -243,6 +263,10 @@ class DPO(BaseStage):
                 "pairs cannot be rendered; run SFT before DPO, or set chat_template in the DPO stage"
             )
         tokenizer.chat_template = template
+        # Measured with this checkpoint's tokenizer and template; over-length pairs per `overlength`.
+        train, data_checks = enforce_rows(tokenizer, train, train_indices, source=label, lengths_of=pair_lengths,
+                                          limit=cfg.max_length, policy=cfg.overlength, template=template,
+                                          what="pair")
         model = load_model(checkpoint, ctx.options)
         eos_ids = _input_eos_ids(checkpoint, model, tokenizer, template)  # before TRL touches the configs
 
@@ -293,6 +317,7 @@ class DPO(BaseStage):
             "template": template,
             "eos_ids": eos_ids,
             "beta": args.beta,
+            "data_checks": data_checks,
         }
         return trainer, facts
 
@@ -363,6 +388,7 @@ class DPO(BaseStage):
             "beta": beta,
             "heldout_before": before,
             "heldout_after": after,
+            "data_checks": facts["data_checks"],
         }
         return publish_policy(
             trained,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 
 from ladder.atomic import atomic_write_json
+from ladder.data.length import enforce_rows, kept_indices, pair_lengths, preflight_rows
 from ladder.data.loading import as_spec, content_hash, load_rows
 from ladder.errors import DataError, LadderError
 from ladder.stage import BaseStage, StageContext, config_to_dict
@@ -51,6 +52,14 @@ class RewardModelStageConfig:
     per_device_train_batch_size: int = attrs.field(default=4, validator=_gt0, metadata={"help": "pairs per batch"})
     gradient_accumulation_steps: int = attrs.field(default=1, validator=_gt0, metadata={"help": "accumulation"})
     max_length: int = attrs.field(default=1024, validator=_gt0, metadata={"help": "max tokens per sequence"})
+    overlength: str = attrs.field(
+        default="error",
+        validator=attrs.validators.in_(("error", "drop")),
+        metadata={
+            "help": "pairs with a sequence longer than max_length: error (stop before training) or drop (leave "
+            "them out, logged and counted in metrics.json); not truncate: a cut answer is not the one judged"
+        },
+    )
     center_rewards_coefficient: float | None = attrs.field(
         default=0.01, metadata={"help": "keeps rewards centred on 0 (InstructGPT-style normalisation)"}
     )
@@ -78,24 +87,34 @@ class RewardModel(BaseStage):
     output_kind: ClassVar[str] = "reward"
 
     def _pairs(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[DataError]]:
+        train, heldout, problems, _label, _indices = self._split()
+        return train, heldout, problems
+
+    def _split(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[DataError], str, list[int]]:
+        """``(train, heldout, problems, label, each training pair's row number in the file)``."""
         from ladder.data.preference import normalize_preference_rows, split_heldout
 
         cfg: RewardModelStageConfig = self.config
         rows, label = load_rows(as_spec(cfg.dataset))
         pairs, problems = normalize_preference_rows(rows, label)
+        indices = kept_indices(len(rows), problems)
         if cfg.eval_dataset is not None:
             erows, elabel = load_rows(as_spec(cfg.eval_dataset))
             heldout, more = normalize_preference_rows(erows, elabel)
-            return pairs, heldout, problems + more
+            return pairs, heldout, problems + more, label, indices
         train, heldout = split_heldout(pairs, cfg.heldout_fraction, seed=0)
-        return train, heldout, problems
+        train_indices, _ = split_heldout(indices, cfg.heldout_fraction, seed=0)  # the same split, by position
+        return train, heldout, problems, label, train_indices
 
     def validate(self, ctx: StageContext) -> list[str]:
+        cfg: RewardModelStageConfig = self.config
         try:
-            train, _heldout, problems = self._pairs()
+            train, _heldout, problems, label, indices = self._split()
+            found = [str(p) for p in problems]
+            found += preflight_rows(ctx, train, indices, source=label, lengths_of=pair_lengths, limit=cfg.max_length,
+                                    policy=cfg.overlength, what="pair", can_truncate=False)
         except LadderError as exc:
             return [f"stage {self.name!r}: {exc}"]
-        found = [str(p) for p in problems]
         if not problems and not train:
             found.append("no preference pairs are left to train on; add pairs or lower heldout_fraction")
         found += self._trainer_kwargs_problems()
@@ -138,7 +157,7 @@ class RewardModel(BaseStage):
         from ladder.training.models import load_model, load_tokenizer
 
         cfg: RewardModelStageConfig = self.config
-        train, heldout, problems = self._pairs()
+        train, heldout, problems, label, train_indices = self._split()
         if problems:
             raise problems[0]
         tokenizer = load_tokenizer(checkpoint, ctx.options)
@@ -152,6 +171,11 @@ class RewardModel(BaseStage):
                 "an instruct model"
             )
         tokenizer.chat_template = template
+        # Measured with this checkpoint's tokenizer and template. TRL's RewardTrainer would drop
+        # longer pairs silently; here they stop the stage, or are dropped and counted.
+        train, data_checks = enforce_rows(tokenizer, train, train_indices, source=label, lengths_of=pair_lengths,
+                                          limit=cfg.max_length, policy=cfg.overlength, template=template,
+                                          what="pair", can_truncate=False)
         # The scalar head is new and randomly initialised: seed it, so a re-run is the same model.
         set_seed(ctx.seed)
         model = load_model(checkpoint, ctx.options, kind="reward")
@@ -239,6 +263,7 @@ class RewardModel(BaseStage):
                 "heldout_rows": len(heldout),
                 "lora_delta_max_abs": delta,
                 "merge_max_abs_diff": diff,
+                "data_checks": data_checks,
             },
         }
         atomic_write_json(ctx.work_dir / "metrics.json", metrics)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
+from ladder.data.length import OVERLENGTH_POLICIES, chat_lengths, enforce_rows, kept_indices, preflight_rows
 from ladder.data.loading import as_spec, content_hash, load_rows
 from ladder.data.sft import normalize_sft_rows
 from ladder.errors import DataError, LadderError
@@ -57,6 +58,14 @@ class SFTStageConfig:
     per_device_train_batch_size: int = attrs.field(default=4, validator=_gt0, metadata={"help": "batch size"})
     gradient_accumulation_steps: int = attrs.field(default=1, validator=_gt0, metadata={"help": "accumulation"})
     max_length: int = attrs.field(default=1024, validator=_gt0, metadata={"help": "max tokens per row"})
+    overlength: str = attrs.field(
+        default="error",
+        validator=attrs.validators.in_(OVERLENGTH_POLICIES),
+        metadata={
+            "help": "rows longer than max_length: error (stop before training), drop (leave them out) or truncate "
+            "(cut them, keeping the start); dropped and truncated rows are logged and counted in metrics.json"
+        },
+    )
     assistant_only_loss: bool = attrs.field(default=True, metadata={"help": "loss on assistant tokens only"})
     chat_template: str | None = attrs.field(
         default=None, metadata={"help": "chat template (text) with {% generation %} markers, to override"}
@@ -79,16 +88,25 @@ class SFT(BaseStage):
     Config: ClassVar[type] = SFTStageConfig
 
     def _rows(self) -> tuple[list[dict[str, Any]], str, list[DataError]]:
+        rows, label, problems, _indices = self._indexed_rows()
+        return rows, label, problems
+
+    def _indexed_rows(self) -> tuple[list[dict[str, Any]], str, list[DataError], list[int]]:
+        """Normalised rows, label, problems, and each kept row's number in the file."""
         rows, label = load_rows(as_spec(self.config.dataset))
         normalised, problems = normalize_sft_rows(rows, label)
-        return normalised, label, problems
+        return normalised, label, problems, kept_indices(len(rows), problems)
 
     def validate(self, ctx: StageContext) -> list[str]:
+        cfg: SFTStageConfig = self.config
         try:
-            _rows, _label, problems = self._rows()
+            rows, label, problems, indices = self._indexed_rows()
+            found = [str(p) for p in problems]
+            found += preflight_rows(ctx, rows, indices, source=label, lengths_of=chat_lengths, limit=cfg.max_length,
+                                    policy=cfg.overlength, template=cfg.chat_template)
         except LadderError as exc:
             return [f"stage {self.name!r}: {exc}"]
-        return [f"stage {self.name!r}: {p}" for p in problems]
+        return [f"stage {self.name!r}: {p}" for p in found]
 
     def fingerprint_data(self) -> Any:
         rows, _label, _problems = self._rows()
@@ -112,7 +130,7 @@ class SFT(BaseStage):
         from ladder.training.models import load_model, load_tokenizer
 
         cfg: SFTStageConfig = self.config
-        rows, label, problems = self._rows()
+        rows, label, problems, indices = self._indexed_rows()
         if problems:  # validate() ran already; this guards direct callers
             raise problems[0]
         tokenizer = load_tokenizer(checkpoint, ctx.options)
@@ -122,6 +140,9 @@ class SFT(BaseStage):
             else (cfg.chat_template or tokenizer.chat_template)
         )
         tokenizer.chat_template = template
+        # Measured with this checkpoint's tokenizer and template; over-length rows per `overlength`.
+        rows, data_checks = enforce_rows(tokenizer, rows, indices, source=label, lengths_of=chat_lengths,
+                                         limit=cfg.max_length, policy=cfg.overlength, template=template)
         eos_ids = eos_token_ids(tokenizer, template)  # before TRL may swap the tokenizer's eos
         model = load_model(checkpoint, ctx.options)
         lora = cfg.finetuning == "lora"
@@ -156,7 +177,8 @@ class SFT(BaseStage):
             callbacks=[log_callback(ctx)],
         )
         quiet_trainer(trainer)
-        facts = {"rows": rows, "label": label, "tokenizer": tokenizer, "template": template, "eos_ids": eos_ids}
+        facts = {"rows": rows, "label": label, "tokenizer": tokenizer, "template": template, "eos_ids": eos_ids,
+                 "data_checks": data_checks}
         return trainer, facts
 
     def run(self, checkpoint: Checkpoint, ctx: StageContext) -> Checkpoint:
@@ -194,5 +216,5 @@ class SFT(BaseStage):
             eos_ids=facts["eos_ids"],
             verify_texts=verify,
             train=train_summary(trainer.state.log_history, runtime_s=runtime, tokens=tokens),
-            stage_metrics={"rows": len(rows), "dataset": label},
+            stage_metrics={"rows": len(rows), "dataset": label, "data_checks": facts["data_checks"]},
         )

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ladder.data.length import enforce_rows, kept_indices, preflight_rows, prompt_lengths
 from ladder.data.loading import as_spec, content_hash, load_rows
 from ladder.data.verifiable import DEFAULT_INSTRUCTION, normalize_verifiable_rows
 from ladder.errors import ConfigError, DataError, LadderError, MissingDependencyError, StageError
@@ -51,6 +52,7 @@ __all__ = [
     "generation_batch_problems",
     "heldout_pair_rows",
     "heldout_preference",
+    "indexed_prompt_rows",
     "input_eos_ids",
     "is_path_reference",
     "learned_reward_defaults",
@@ -183,6 +185,19 @@ class RLStageConfig:
     )
     max_completion_length: int = attrs.field(
         default=256, validator=_gt0, metadata={"help": "max new tokens per completion"}
+    )
+    max_prompt_length: int = attrs.field(
+        default=512,
+        validator=_gt0,
+        metadata={"help": "max tokens of a prompt rendered with the chat template (longer ones per `overlength`)"},
+    )
+    overlength: str = attrs.field(
+        default="error",
+        validator=attrs.validators.in_(("error", "drop")),
+        metadata={
+            "help": "prompts longer than max_prompt_length: error (stop before training) or drop (leave them out, "
+            "logged and counted in metrics.json); not truncate: a cut problem cannot be solved"
+        },
     )
     temperature: float = attrs.field(default=1.0, validator=_gt0f, metadata={"help": "sampling temperature"})
     beta: float = attrs.field(
@@ -432,6 +447,12 @@ def prompt_rows(cfg: RLStageConfig) -> tuple[list[dict[str, Any]], str, list[Dat
     With a reward model a row needs no reference answer (only the reward functions that read
     one need it, which pre-flight checks per reward).
     """
+    rows, label, problems, _indices = indexed_prompt_rows(cfg)
+    return rows, label, problems
+
+
+def indexed_prompt_rows(cfg: RLStageConfig) -> tuple[list[dict[str, Any]], str, list[DataError], list[int]]:
+    """:func:`prompt_rows` and each kept row's number in the file (for messages)."""
     rows, label = load_rows(as_spec(cfg.dataset))
     normalised, problems = normalize_verifiable_rows(
         rows,
@@ -441,9 +462,10 @@ def prompt_rows(cfg: RLStageConfig) -> tuple[list[dict[str, Any]], str, list[Dat
         prompt_template=cfg.prompt_template,
         require_answer=cfg.reward_model is None,
     )
+    indices = kept_indices(len(rows), problems)
     if cfg.limit is not None:
-        normalised = normalised[: cfg.limit]
-    return normalised, label, problems
+        normalised, indices = normalised[: cfg.limit], indices[: cfg.limit]
+    return normalised, label, problems, indices
 
 
 def heldout_pair_rows(cfg: RLStageConfig) -> tuple[list[dict[str, Any]], str, list[DataError]]:
@@ -699,10 +721,13 @@ def validate_rl_stage(stage: Any, ctx: StageContext, algo: Algorithm) -> list[st
     except LadderError as exc:
         problems.append(f"heldout_pairs: {exc}")
     try:
-        rows, label, data_problems = prompt_rows(cfg)
+        rows, label, data_problems, indices = indexed_prompt_rows(cfg)
+        problems += [str(p) for p in data_problems]
+        problems += preflight_rows(ctx, rows, indices, source=label, lengths_of=prompt_lengths,
+                                   limit=cfg.max_prompt_length, policy=cfg.overlength, setting="max_prompt_length",
+                                   what="prompt", can_truncate=False)
     except LadderError as exc:
         return [f"stage {stage.name!r}: {p}" for p in [*problems, str(exc)]]
-    problems += [str(p) for p in data_problems]
     if rows:
         columns = set().union(*(r.keys() for r in rows))
         clashes = sorted(columns & set(_RESERVED_COLUMNS))
@@ -813,7 +838,7 @@ def build_rl_trainer(stage: Any, checkpoint: Checkpoint, ctx: StageContext, algo
     from ladder.training.models import load_model, load_tokenizer
 
     cfg: RLStageConfig = stage.config
-    rows, label, problems = prompt_rows(cfg)
+    rows, label, problems, indices = indexed_prompt_rows(cfg)
     if problems:  # validate() ran already; this guards direct callers
         raise problems[0]
     heldout, _pair_label, pair_problems = heldout_pair_rows(cfg)
@@ -849,6 +874,10 @@ def build_rl_trainer(stage: Any, checkpoint: Checkpoint, ctx: StageContext, algo
             "instruct model"
         )
     tokenizer.chat_template = template
+    # Measured with this checkpoint's tokenizer and template; over-length prompts per `overlength`.
+    rows, data_checks = enforce_rows(tokenizer, rows, indices, source=label, lengths_of=prompt_lengths,
+                                     limit=cfg.max_prompt_length, policy=cfg.overlength, template=template,
+                                     setting="max_prompt_length", what="prompt", can_truncate=False)
     model = load_model(checkpoint, ctx.options)
     eos_ids = input_eos_ids(checkpoint, model, tokenizer, template)
     # Rollouts must stop at the end of the assistant's turn, not only at the document EOS (a
@@ -903,6 +932,7 @@ def build_rl_trainer(stage: Any, checkpoint: Checkpoint, ctx: StageContext, algo
         "reward_model": learned,
         "use_vllm": use_vllm,
         "watch": watch,
+        "data_checks": data_checks,
     }
     return trainer, facts
 
@@ -949,6 +979,7 @@ def run_rl_stage(stage: Any, checkpoint: Checkpoint, ctx: StageContext, algo: Al
     summary.update(first_last(history, "reward"))
     stage_metrics: dict[str, Any] = {
         "rows": len(rows),
+        "data_checks": facts["data_checks"],
         "dataset": facts["label"],
         "num_generations": trainer.args.num_generations,
         "generation_batch_size": trainer.args.generation_batch_size,
