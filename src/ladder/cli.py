@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ladder.errors import ConfigError, DataError, LadderError
+from ladder.errors import ConfigError, DataError, LadderError, MissingDependencyError, PluginLoadError
 from ladder.executors import EXECUTORS
 
 __all__ = ["main", "build_parser"]
@@ -294,7 +294,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LadderError as exc:
         if args.debug:
             raise
-        code = EXIT_USER_ERROR if isinstance(exc, (ConfigError, DataError, LookupError)) else EXIT_FAILURE
+        # Exit 2: the recipe, the data or the installed packages need fixing (nothing trained,
+        # or nothing more will until they are); exit 1: a stage failed while running.
+        user = (ConfigError, DataError, LookupError, PluginLoadError, MissingDependencyError)
+        code = EXIT_USER_ERROR if isinstance(exc, user) else EXIT_FAILURE
         print(f"error: {exc}", file=sys.stderr)
         if code == EXIT_FAILURE:
             print("(run with --debug for the full traceback)", file=sys.stderr)

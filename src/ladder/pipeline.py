@@ -88,6 +88,7 @@ class Pipeline:
         self.revision = revision
         self.name = name or "run"
         self.run_dir = Path(run_dir) if run_dir is not None else Path("runs") / self.name
+        self._run_dir_from_name = run_dir is None  # then the name must not escape runs/
         self.seed = seed
         self.probes = probes
         self.evals = dict(evals or {})
@@ -104,6 +105,11 @@ class Pipeline:
         produced: dict[str, str] = {"base": "policy"}
         if not self.stages:
             problems.append("the pipeline has no stages")
+        if getattr(self, "_run_dir_from_name", False):
+            try:
+                safe_name(self.name, "run name")
+            except ConfigError as exc:
+                problems.append(f"{exc} (runs/<name>), or set run_dir")
         for i, stage in enumerate(self.stages, 1):
             label = f"stage {i} ({getattr(stage, 'name', '?')!r})"
             missing = [m for m in ("name", "input", "config", "run", "validate") if not hasattr(stage, m)]

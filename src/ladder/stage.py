@@ -150,7 +150,33 @@ def bind_config(config_cls: type, config: Any = None, /, **kwargs: Any) -> Any:
     try:
         return config_cls(**values)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{config_cls.__name__}: {exc}") from exc
+        raise ConfigError(f"{config_cls.__name__}: {_setting_problem(config_cls, values) or exc}") from exc
+
+
+def _setting_problem(config_cls: type, values: Mapping[str, Any]) -> str | None:
+    """Which given setting makes the config fail, and why, in words (attrs' own messages often
+    name no setting: "'>' not supported between instances of 'str' and 'int'")."""
+    for f in attrs.fields(config_cls):
+        key = f.alias or f.name
+        if key not in values:
+            continue
+        value = values[key]
+        try:
+            if callable(f.converter):
+                value = f.converter(value)
+            if f.validator is not None:
+                f.validator(None, f, value)
+        except (TypeError, ValueError) as exc:
+            given = values[key]
+            args = exc.args
+            got = f"; got {given!r} ({type(given).__name__})"
+            if len(args) == 4 and isinstance(args[2], type):  # attrs.validators.instance_of
+                return f"setting {key!r} must be {args[2].__name__}{got}"
+            if isinstance(exc, ValueError):  # attrs' in_/gt/ge name the setting and the value
+                message = args[0] if args and isinstance(args[0], str) else str(exc)
+                return message if message.startswith(f"'{key}'") else f"setting {key!r}: {message}"
+            return f"setting {key!r} has the wrong type{got}"
+    return None
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -75,7 +75,11 @@ class DPOStageConfig:
     )
     learning_rate: float = attrs.field(default=5e-6, validator=_gt0, metadata={"help": "peak learning rate"})
     num_train_epochs: float = attrs.field(default=1.0, validator=_gt0, metadata={"help": "epochs over the data"})
-    max_steps: int = attrs.field(default=-1, metadata={"help": "stop after N optimizer steps (-1: use epochs)"})
+    max_steps: int = attrs.field(
+        default=-1,
+        validator=attrs.validators.instance_of(int),
+        metadata={"help": "stop after N optimizer steps (-1: use epochs)"},
+    )
     per_device_train_batch_size: int = attrs.field(default=4, validator=_gt0, metadata={"help": "pairs per batch"})
     gradient_accumulation_steps: int = attrs.field(default=2, validator=_gt0, metadata={"help": "accumulation"})
     max_length: int = attrs.field(

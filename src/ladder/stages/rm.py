@@ -48,7 +48,11 @@ class RewardModelStageConfig:
     lora: LoraSettings = attrs.field(factory=LoraSettings, converter=_lora, metadata={"help": "LoRA settings"})
     learning_rate: float = attrs.field(default=1e-4, validator=_gt0, metadata={"help": "peak learning rate"})
     num_train_epochs: float = attrs.field(default=1.0, validator=_gt0, metadata={"help": "epochs"})
-    max_steps: int = attrs.field(default=-1, metadata={"help": "stop after N steps (-1: use epochs)"})
+    max_steps: int = attrs.field(
+        default=-1,
+        validator=attrs.validators.instance_of(int),
+        metadata={"help": "stop after N steps (-1: use epochs)"},
+    )
     per_device_train_batch_size: int = attrs.field(default=4, validator=_gt0, metadata={"help": "pairs per batch"})
     gradient_accumulation_steps: int = attrs.field(default=1, validator=_gt0, metadata={"help": "accumulation"})
     max_length: int = attrs.field(default=1024, validator=_gt0, metadata={"help": "max tokens per sequence"})

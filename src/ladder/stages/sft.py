@@ -54,7 +54,11 @@ class SFTStageConfig:
     lora: LoraSettings = attrs.field(factory=LoraSettings, converter=_lora, metadata={"help": "LoRA settings"})
     learning_rate: float = attrs.field(default=2e-4, validator=_gt0, metadata={"help": "peak learning rate"})
     num_train_epochs: float = attrs.field(default=1.0, validator=_gt0, metadata={"help": "epochs over the data"})
-    max_steps: int = attrs.field(default=-1, metadata={"help": "stop after N optimizer steps (-1: use epochs)"})
+    max_steps: int = attrs.field(
+        default=-1,
+        validator=attrs.validators.instance_of(int),
+        metadata={"help": "stop after N optimizer steps (-1: use epochs)"},
+    )
     per_device_train_batch_size: int = attrs.field(default=4, validator=_gt0, metadata={"help": "batch size"})
     gradient_accumulation_steps: int = attrs.field(default=1, validator=_gt0, metadata={"help": "accumulation"})
     max_length: int = attrs.field(default=1024, validator=_gt0, metadata={"help": "max tokens per row"})
@@ -66,7 +70,9 @@ class SFTStageConfig:
             "(cut them, keeping the start); dropped and truncated rows are logged and counted in metrics.json"
         },
     )
-    assistant_only_loss: bool = attrs.field(default=True, metadata={"help": "loss on assistant tokens only"})
+    assistant_only_loss: bool = attrs.field(
+        default=True, validator=attrs.validators.instance_of(bool), metadata={"help": "loss on assistant tokens only"}
+    )
     chat_template: str | None = attrs.field(
         default=None, metadata={"help": "chat template (text) with {% generation %} markers, to override"}
     )

@@ -205,7 +205,11 @@ class RLStageConfig:
     )
     learning_rate: float = attrs.field(default=1e-5, validator=_gt0f, metadata={"help": "peak learning rate"})
     num_train_epochs: float = attrs.field(default=1.0, validator=_gt0f, metadata={"help": "epochs over the problems"})
-    max_steps: int = attrs.field(default=-1, metadata={"help": "stop after N optimizer steps (-1: use epochs)"})
+    max_steps: int = attrs.field(
+        default=-1,
+        validator=attrs.validators.instance_of(int),
+        metadata={"help": "stop after N optimizer steps (-1: use epochs)"},
+    )
     per_device_train_batch_size: int = attrs.field(
         default=4, validator=_gt0, metadata={"help": "completions (not problems) per device per micro-batch"}
     )
