@@ -128,13 +128,23 @@ def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
 def clean_leftovers(directory: str | os.PathLike[str]) -> list[Path]:
     """Remove temp leftovers of interrupted writes directly inside ``directory``.
 
+    A published directory that :func:`atomic_dir` had moved aside to replace it, when the
+    replacement never arrived (a crash between the two renames), is moved back instead.
+
     Returns the removed paths. Published directories and files are never touched.
     """
     directory = Path(directory)
     removed: list[Path] = []
     if not directory.is_dir():
         return removed
-    for child in directory.iterdir():
+    for child in sorted(directory.iterdir()):
+        if f"{_TMP_INFIX}old-" in child.name and child.is_dir() and not child.is_symlink():
+            # atomic_dir(replace=True) was stopped between its two renames: the published
+            # directory was moved aside and its replacement never arrived. Put it back.
+            final = directory / child.name.split(_TMP_INFIX, 1)[0]
+            if not final.exists() and is_complete(child):
+                os.rename(child, final)
+                continue
         if _TMP_INFIX in child.name:
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child, ignore_errors=True)

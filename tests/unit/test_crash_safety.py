@@ -1,0 +1,86 @@
+"""Fast checks of the crash-safety pieces the slow crash test exercises end to end
+(tests/integration/test_crash.py): leftovers of an interrupted replacement, and the trainer-log
+journal that keeps a crashed or failed stage's log."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ladder.atomic import atomic_dir, clean_leftovers, is_complete
+from ladder.pipeline import _TrainerJournal
+
+
+def test_interrupted_replacement_puts_the_published_dir_back(tmp_path: Path) -> None:
+    with atomic_dir(tmp_path / "01-sft", info={"fingerprint": "old"}) as work:
+        (work / "weights").write_text("old weights")
+    # Killed inside atomic_dir(replace=True): the old output was moved aside, the new one
+    # (complete or not) never renamed into place.
+    (tmp_path / "01-sft").rename(tmp_path / "01-sft.tmp-old-4242")
+    (tmp_path / "01-sft.tmp-x1y2").mkdir()
+    (tmp_path / "01-sft.tmp-x1y2" / "weights").write_text("half")
+
+    removed = clean_leftovers(tmp_path)
+
+    assert [p.name for p in removed] == ["01-sft.tmp-x1y2"]
+    assert is_complete(tmp_path / "01-sft")
+    assert (tmp_path / "01-sft" / "weights").read_text() == "old weights"
+    assert json.loads((tmp_path / "01-sft" / "COMPLETE").read_text())["fingerprint"] == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["01-sft"]
+
+
+def test_moved_aside_dir_is_removed_once_its_replacement_is_published(tmp_path: Path) -> None:
+    for text in ("old", "new"):
+        with atomic_dir(tmp_path / "02-dpo", replace=True) as work:
+            (work / "weights").write_text(text)
+    (tmp_path / "02-dpo.tmp-old-77").mkdir()  # killed after the second rename, before the delete
+    (tmp_path / "02-dpo.tmp-old-77" / "COMPLETE").write_text("{}")
+    clean_leftovers(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["02-dpo"]
+    assert (tmp_path / "02-dpo" / "weights").read_text() == "new"
+
+
+def _checkpoint(trainer_dir: Path, step: int, max_steps: int = 10) -> None:
+    path = trainer_dir / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    for name in ("adapter_model.safetensors", "optimizer.pt", "scheduler.pt"):
+        (path / name).write_text("x")
+    (path / "trainer_state.json").write_text(json.dumps({"global_step": step, "max_steps": max_steps}))
+
+
+def test_trainer_log_journal_resumes_with_the_steps_not_trained_again(tmp_path: Path) -> None:
+    trainer_dir = tmp_path / ".trainer" / "sft-abc"
+    _checkpoint(trainer_dir, 2)
+    journal = _TrainerJournal(trainer_dir)
+    lines = [json.dumps({"step": s, "loss": 1.0 / s}) for s in (1, 2, 3)]
+    lines += [json.dumps({"step": 3, "train_runtime": 1.0}), '{"step": 4, "lo']  # cut by the crash
+    journal.path.write_text("\n".join(lines))
+
+    work = tmp_path / "01-sft.tmp-abc"
+    work.mkdir()
+    journal.start(work)
+    kept = [json.loads(line)["step"] for line in (work / "trainer_log.jsonl").read_text().splitlines()]
+    assert kept == [1, 2]  # step 3 is trained again from checkpoint-2; the summary comes again
+    assert journal.path.read_text() == (work / "trainer_log.jsonl").read_text()
+
+    seen: list[dict] = []
+    journal.tee(seen.append)({"step": 3, "loss": 0.3})
+    assert seen == [{"step": 3, "loss": 0.3}]
+    assert [json.loads(line)["step"] for line in journal.path.read_text().splitlines()] == [1, 2, 3]
+
+    # A failure: the temp dir's own log (the complete one) replaces the journal.
+    (work / "trainer_log.jsonl").write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"step": 4}\n')
+    journal.keep(work)
+    assert journal.path.read_text() == (work / "trainer_log.jsonl").read_text()
+
+
+def test_trainer_log_journal_starts_empty_without_a_checkpoint(tmp_path: Path) -> None:
+    trainer_dir = tmp_path / ".trainer" / "dpo-abc"
+    trainer_dir.mkdir(parents=True)
+    journal = _TrainerJournal(trainer_dir)
+    journal.path.write_text('{"step": 1}\n')  # an attempt that crashed before its first checkpoint
+    work = tmp_path / "work"
+    work.mkdir()
+    journal.start(work)
+    assert not (work / "trainer_log.jsonl").exists()
+    assert journal.path.read_text() == ""
