@@ -21,7 +21,7 @@ _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # Keys whose values are credentials ("hf_token", "api_key"), not settings that merely mention
 # tokens ("max_new_tokens", "pad_token", "eos_token_ids").
 _SECRET_KEY = re.compile(
-    r"^(token|(hf|auth|access|api|bearer|github|wandb|modal|openai)_token|.*secret.*|.*passw(or)?d.*"
+    r"^(token|(hf|hub|auth|access|api|bearer|github|wandb|modal|openai)_token|.*secret.*|.*passw(or)?d.*"
     r"|.*api[_-]?key.*|credentials?)$",
     re.I,
 )

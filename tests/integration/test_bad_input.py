@@ -410,6 +410,11 @@ def test_bad_input_is_refused(case: Case, tmp_path: Path, tiny_model: Path, caps
         assert [json.loads(line)["step"] for line in kept[0].read_text().splitlines()] == [1]
         manifest = json.loads((run_dir / "manifest.json").read_text())
         assert manifest["status"] == "failed" and manifest["stages"][0]["status"] == "failed"
+        from ladder.report import load_run
+
+        view = load_run(run_dir).stage("grpo")  # the report draws the failed stage's curve from it
+        assert view.failed and view.partial_log and view.log_source == kept[0]
+        assert [r["step"] for r in view.log] == [1]
 
 
 SUBPROCESS_CASES = [c for c in CASES if c.subprocess]

@@ -84,3 +84,16 @@ def test_trainer_log_journal_starts_empty_without_a_checkpoint(tmp_path: Path) -
     journal.start(work)
     assert not (work / "trainer_log.jsonl").exists()
     assert journal.path.read_text() == ""
+
+
+def test_model_card_leaves_credentials_out(tmp_path: Path) -> None:
+    from ladder.checkpoint import Checkpoint
+    from ladder.training.common import write_model_card
+
+    ckpt = Checkpoint(path=str(tmp_path), stage="sft", parent=Checkpoint.base("base-model"), fingerprint="f00")
+    secret = "hf_" + "a1B2" * 8
+    config = {"learning_rate": 1e-4, "trainer_kwargs": {"hub_token": "s3cret-value", "run_name": secret}}
+    write_model_card(tmp_path, ckpt, config)
+    card = (tmp_path / "README.md").read_text()
+    assert "s3cret-value" not in card and secret not in card
+    assert '"learning_rate": 0.0001' in card and '"hub_token": "***"' in card

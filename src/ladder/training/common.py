@@ -182,7 +182,10 @@ def write_model_card(out_dir: Path, checkpoint: Checkpoint, config: Mapping[str,
     ]
     for i, node in enumerate(chain):
         lines.append(f"{i}. `{node.stage}` — fingerprint `{node.fingerprint}` — `{node.path}`")
-    lines += ["", "## Stage settings", "", "```json", json.dumps(dict(config), indent=2, default=str), "```", ""]
+    from ladder.rundir import redact
+
+    settings = json.dumps(redact(dict(config)), indent=2, default=str)  # no credentials in a shareable card
+    lines += ["", "## Stage settings", "", "```json", settings, "```", ""]
     (out_dir / "README.md").write_text("\n".join(lines), encoding="utf-8")
 
 
