@@ -236,12 +236,29 @@ def _package_source(dist: md.Distribution) -> dict[str, Any]:
         if path.is_file():
             return {**entry, "install": "local_file", "source": str(path),
                     "remote": f"{SOURCE_ROOT}/{path.name}"}
+    source_tree = _egg_info_source_tree(dist)
+    if direct is None and source_tree is not None:
+        # a setuptools development checkout seen through its `*.egg-info` (e.g. `src/` on sys.path)
+        return {**entry, "install": "local_dir", "source": str(source_tree),
+                "remote": f"{SOURCE_ROOT}/{_canonical(name)}"}
     if "vcs_info" in (direct or {}):
         vcs = direct["vcs_info"]
         return {**entry, "install": "pip", "requirement": f"{name} @ {vcs['vcs']}+{url}@{vcs.get('commit_id', '')}"}
     if url:
         return {**entry, "install": "pip", "requirement": f"{name} @ {url}"}
     return {**entry, "install": "pip", "requirement": f"{name}=={version}"}
+
+
+def _egg_info_source_tree(dist: md.Distribution) -> Path | None:
+    """The project folder holding ``dist``'s ``*.egg-info`` (next to it or one level up), if any."""
+    meta = getattr(dist, "_path", None)
+    if meta is None or not str(meta).endswith(".egg-info"):  # noqa: SIM114
+        return None
+    meta = Path(meta).resolve()
+    for folder in (meta.parent, meta.parent.parent):
+        if (folder / "pyproject.toml").is_file() or (folder / "setup.py").is_file():
+            return folder
+    return None
 
 
 def image_description(settings: ModalSettings | None = None) -> dict[str, Any]:
