@@ -7,8 +7,8 @@ from ladder.data import DatasetSpec
 pipeline = Pipeline(
     [
         SFT(dataset="alpaca_en", lora={"r": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"]},
-            num_train_epochs=1, assistant_only_loss=True),
-        DPO(dataset="dpo_en_zh_20k", beta=0.1, learning_rate=5e-6, num_train_epochs=1),
+            num_train_epochs=1, assistant_only_loss=True, overlength="truncate"),
+        DPO(dataset="dpo_en_zh_20k", beta=0.1, learning_rate=5e-6, num_train_epochs=1, overlength="truncate"),
         GRPO(dataset=DatasetSpec(source="gsm8k", limit=1000, seed=0), input="sft", num_generations=2,
              rewards={"exact_match": 1.0, "tag_format": 0.1}),
     ],

@@ -12,8 +12,8 @@ to rows longer than its limit (SFT/DPO/RM ``max_length``, GRPO ``max_prompt_leng
 Dropped and truncated rows are logged with their count and recorded in the stage's
 ``metrics.json`` (``stage_metrics.data_checks``). Pre-flight measures with the base model's
 tokenizer (every stage keeps the tokenizer it starts from) when the base model is a local
-folder; the stage measures again with its input checkpoint's own tokenizer before training, and
-that count is the one recorded.
+folder or already in the Hugging Face cache; the stage measures again with its input
+checkpoint's own tokenizer before training, and that count is the one recorded.
 
 Exact duplicate rows are kept (each trains as often as it appears, as in TRL, LLaMA-Factory and
 axolotl) but never silently: pre-flight logs a warning naming them, and their count is recorded.
@@ -250,24 +250,51 @@ def duplicates_warning(
 
 
 def preflight_tokenizer(ctx: StageContext) -> PreTrainedTokenizerBase | None:
-    """The tokenizer pre-flight measures lengths with: the base model's, when it is a local folder.
+    """The tokenizer pre-flight measures lengths with: the base model's, when it is a local folder
+    or a hub model already in the local Hugging Face cache.
 
     Returns ``None`` (lengths are then checked when the stage runs, with its input's tokenizer)
-    for a hub id, which pre-flight does not download.
+    for a hub model that is not cached: pre-flight downloads nothing.
     """
     from pathlib import Path
 
     base = (ctx.checkpoints or {}).get("base")
-    if base is None or not Path(base.path).is_dir():
+    if base is None:
         return None
-    return _tokenizer(base.path, bool((ctx.options or {}).get("trust_remote_code", False)))
+    trust = bool((ctx.options or {}).get("trust_remote_code", False))
+    if Path(base.path).is_dir():
+        return _tokenizer(base.path, None, trust, False)
+    if _cached_on_hub(base.path, base.revision):
+        try:
+            return _tokenizer(base.path, base.revision, trust, True)
+        except Exception:  # an incomplete cache: measured when the stage runs
+            logger.debug("could not load the cached tokenizer of %s", base.path, exc_info=True)
+    return None
+
+
+def _cached_on_hub(repo_id: str, revision: str | None) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "tokenizer_config.json", revision=revision)
+    except Exception:  # not a valid repo id, or no hub library
+        return False
+    return isinstance(found, str)
 
 
 @functools.lru_cache(maxsize=4)
-def _tokenizer(path: str, trust_remote_code: bool) -> Any:
-    from ladder.training.models import load_tokenizer
+def _tokenizer(path: str, revision: str | None, trust_remote_code: bool, cached: bool) -> Any:
+    if not cached:
+        from ladder.training.models import load_tokenizer
 
-    return load_tokenizer(path, {"trust_remote_code": trust_remote_code})
+        return load_tokenizer(path, {"trust_remote_code": trust_remote_code})
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code,
+                                        local_files_only=True)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
 
 
 LengthsOf = Callable[[Any, Sequence[Any], "str | None"], list[int]]

@@ -252,7 +252,7 @@ def _package_source(dist: md.Distribution) -> dict[str, Any]:
 def _egg_info_source_tree(dist: md.Distribution) -> Path | None:
     """The project folder holding ``dist``'s ``*.egg-info`` (next to it or one level up), if any."""
     meta = getattr(dist, "_path", None)
-    if meta is None or not str(meta).endswith(".egg-info"):  # noqa: SIM114
+    if meta is None or not str(meta).endswith(".egg-info"):
         return None
     meta = Path(meta).resolve()
     for folder in (meta.parent, meta.parent.parent):
