@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -180,3 +181,68 @@ def test_reward_model_given_as_a_folder(rlhf_run, tiny_model: Path, tmp_path: Pa
     sm = json.loads((tmp_path / "folder" / "01-grpo" / "metrics.json").read_text())["stage_metrics"]
     assert sm["reward_weights"] == {"reward_model": 1.0} and sm["reward_model"] == str(Path(folder).resolve())
     assert result.final.kind == "policy"
+
+
+# ---------------------------------------------------------------------- the example, on the real model
+
+
+@pytest.mark.slow
+def test_rlhf_example_report_shows_the_reward_model_and_learned_reward_beside_dpo(tmp_path: Path) -> None:
+    """examples/rlhf.yaml, shortened (a few steps per stage, small evaluations), on the embedded
+    SmolLM2-135M-Instruct: one report with the reward model's accuracy, GRPO's learned-reward
+    curve and the DPO branch's numbers side by side."""
+    import yaml
+
+    from ladder.recipe import pipeline_from_dict
+    from ladder.report.metrics import format_value, spec_for
+    from tests.unit.test_report import parse
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    data = yaml.safe_load((examples / "rlhf.yaml").read_text())
+    data["run_dir"] = str(tmp_path / "rlhf")
+    data["generation"] = {"max_new_tokens": 16, "batch_size": 8}
+    data["probes"] = {"replace": True, "items": [{"id": "sum", "prompt": "What is 12 + 30?"}]}
+    data["evals"] = {"preference": {"source": data["evals"]["preference"], "limit": 8},
+                     "verifiable": {**data["evals"]["verifiable"], "limit": 4}}
+    steps = {"sft": 3, "rm": 4, "grpo": 4, "dpo": 3}
+    for stage in data["stages"]:
+        stage["max_steps"] = steps[stage["stage"]]
+        if stage["stage"] == "grpo":
+            stage.update(per_device_train_batch_size=8, max_completion_length=16)
+    result = pipeline_from_dict(data, base_dir=examples).run()
+    assert result.trained == ("sft", "rm", "grpo", "dpo")
+    run_dir = Path(data["run_dir"])
+
+    dom = parse((run_dir / "report.html").read_text(encoding="utf-8"))
+    tables = dom.find_all("table", **{"class": "metrics"})
+    for table in tables:  # one column per checkpoint, the reward model and both branches included
+        headers = [th.attrs.get("data-stage") for th in table.find_all("thead")[0].find_all("th")]
+        assert headers == [None, "base", "sft", "rm", "grpo", "dpo"]
+
+    def cell(stage: str, path: str) -> Any:
+        (found,) = [c for t in tables for c in t.find_all("td", data_stage=stage, data_metric=path)]
+        return found
+
+    metrics = {d.name.split("-", 1)[1]: json.loads((d / "metrics.json").read_text())
+               for d in run_dir.iterdir() if (d / "metrics.json").is_file()}
+    # the reward model's held-out accuracy, as metrics.json has it
+    rm_acc = metrics["rm"]["eval"]["rm_accuracy"]
+    shown = cell("rm", "eval.rm_accuracy").find_all("span", **{"class": "v"})[0].text
+    assert shown == format_value(rm_acc, spec_for("eval.rm_accuracy").unit)
+    # one preference-accuracy row across the reward model, GRPO-on-RM and DPO
+    for stage in ("rm", "grpo", "dpo"):
+        value = metrics[stage]["eval"]["preference"]["accuracy"]
+        assert float(cell(stage, "eval.preference.accuracy").attrs["data-value"]) == value
+    # the learned reward: its numbers and its curve, beside DPO's curves
+    grpo_sm = metrics["grpo"]["stage_metrics"]
+    assert float(cell("grpo", "stage_metrics.learned_reward_last").attrs["data-value"]) == grpo_sm[
+        "learned_reward_last"]
+    assert grpo_sm["reward_weights"] == {"rm": 1.0} and "heldout_after" in grpo_sm and "kl_last" in grpo_sm
+    plots: dict[str, set[str]] = {}
+    for img in dom.find_all("img", data_stage=True):
+        plots.setdefault(img.attrs["data-stage"], set()).add(img.attrs["data-plot"])
+    assert plots["grpo"] >= {"reward", "kl", "completion-length"}
+    assert plots["dpo"] >= {"loss", "preference-accuracy"}
+    assert plots["rm"] >= {"loss"}
+    log = [json.loads(line) for line in (run_dir / "03-grpo" / "trainer_log.jsonl").open()]
+    assert sum("rewards/rm/mean" in r for r in log) == 4  # the curve's points

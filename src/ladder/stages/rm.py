@@ -152,6 +152,7 @@ class RewardModel(BaseStage):
         from ladder.training.common import (
             last_complete_trainer_checkpoint,
             log_callback,
+            main_process_model,
             quiet_trainer,
             train_summary,
             trainer_args,
@@ -235,10 +236,13 @@ class RewardModel(BaseStage):
         start = time.perf_counter()
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         runtime = time.perf_counter() - start
+        trained = main_process_model(trainer, checkpoint, ctx, kind="reward")  # every process calls it
+        if trained is None:  # not the main process: the main one verifies and publishes
+            return checkpoint
 
         # A LoRA still at its initialisation (B = 0) merges to the input weights: every merge
         # check would pass and the "reward model" would be the input plus a head. Refuse it.
-        delta = lora_delta_max_abs(trainer.model)
+        delta = lora_delta_max_abs(trained)
         if delta == 0.0:
             raise StageError(
                 f"stage {self.name!r}: the LoRA did not change (its largest weight change is 0 after "
@@ -246,9 +250,9 @@ class RewardModel(BaseStage):
                 "loss is finite"
             )
         adapter_dir = ctx.work_dir / "adapter"
-        save_adapter(trainer.model, adapter_dir)
+        save_adapter(trained, adapter_dir)
         sample = [reward_text(tokenizer, p["prompt"], p["chosen"]) for p in train[:3]]
-        merged, diff = merge_and_verify(trainer.model, tokenizer, sample)
+        merged, diff = merge_and_verify(trained, tokenizer, sample)
         merged.config.pad_token_id = tokenizer.pad_token_id
         after = reward_model_accuracy(merged, tokenizer, heldout) if heldout else None
         model_dir = ctx.work_dir / "model"

@@ -281,7 +281,9 @@ def publish_policy(
     return out
 
 
-def main_process_model(trainer: Any, checkpoint: Checkpoint, ctx: StageContext) -> Any | None:
+def main_process_model(
+    trainer: Any, checkpoint: Checkpoint, ctx: StageContext, *, kind: str = "policy"
+) -> Any | None:
     """The trained model with all its weights on the main process; ``None`` on the others.
 
     Call it on *every* process after ``trainer.train()`` and before saving or merging: under a
@@ -295,6 +297,8 @@ def main_process_model(trainer: Any, checkpoint: Checkpoint, ctx: StageContext) 
         checkpoint: the stage's input checkpoint (the base to reload when weights were sharded).
         ctx: the stage's context (``trainer_dir`` holds the gathered weights, ``options`` the
             loading options).
+        kind: what to reload gathered weights as: ``"policy"`` (a causal LM) or ``"reward"``
+            (a sequence classifier, the reward-model stage).
 
     Returns:
         In a single process: ``trainer.model`` (a ``PeftModel`` for LoRA). Under DDP or ZeRO-1/2,
@@ -318,9 +322,9 @@ def main_process_model(trainer: Any, checkpoint: Checkpoint, ctx: StageContext) 
     if hasattr(trainer.model, "peft_config"):  # a LoRA: the adapter was saved, not the base
         from peft import PeftModel
 
-        base = load_model(checkpoint, ctx.options)
+        base = load_model(checkpoint, ctx.options, kind=kind)
         return PeftModel.from_pretrained(base, str(gathered))
-    return load_model(str(gathered), ctx.options)
+    return load_model(str(gathered), ctx.options, kind=kind)
 
 
 def _weights_sharded(trainer: Any) -> bool:
