@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DPO", "DPOStageConfig"]
 
+from ladder.training.chat_template import input_eos_ids
+
 logger = logging.getLogger(__name__)
 
 _ge0 = attrs.validators.ge(0)
@@ -143,18 +145,6 @@ def _adapter_off(peft_model: Any) -> Any:
     return _AdapterOff(peft_model)
 
 
-def _input_eos_ids(checkpoint: Checkpoint, model: Any, tokenizer: Any, template: str | None) -> list[int]:
-    """The input checkpoint's end-of-turn ids, kept as they are; the template's added if missing."""
-    from ladder.training.chat_template import eos_token_ids
-
-    ids = [int(t) for t in checkpoint.eos_token_ids]
-    if not ids:
-        value = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        ids = [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)] if value is not None else []
-    for tid in eos_token_ids(tokenizer, template):
-        if tid not in ids:
-            ids.append(tid)
-    return ids
 
 
 def _trained_tokens(trainer: Any, cfg: DPOStageConfig) -> int:
@@ -272,7 +262,7 @@ class DPO(BaseStage):
                                           limit=cfg.max_length, policy=cfg.overlength, template=template,
                                           what="pair")
         model = load_model(checkpoint, ctx.options)
-        eos_ids = _input_eos_ids(checkpoint, model, tokenizer, template)  # before TRL touches the configs
+        eos_ids = input_eos_ids(checkpoint, model, tokenizer, template)  # before TRL touches the configs
 
         args = DPOConfig(
             **trainer_args(

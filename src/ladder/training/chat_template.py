@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ladder.errors import ConfigError
 
@@ -27,6 +27,7 @@ __all__ = [
     "end_of_turn_token",
     "eos_token_ids",
     "warn_if_end_of_turn_untrained",
+    "input_eos_ids",
 ]
 
 logger = logging.getLogger(__name__)
@@ -202,3 +203,15 @@ def warn_if_end_of_turn_untrained(
         )
         return True
     return False
+
+
+def input_eos_ids(checkpoint: Any, model: Any, tokenizer: PreTrainedTokenizerBase, template: str | None) -> list[int]:
+    """A stage's input checkpoint's end-of-turn ids, kept; the template's end-of-turn added if missing."""
+    ids = [int(t) for t in checkpoint.eos_token_ids]
+    if not ids:
+        value = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        ids = [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)] if value is not None else []
+    for tid in eos_token_ids(tokenizer, template):
+        if tid not in ids:
+            ids.append(tid)
+    return ids

@@ -67,6 +67,8 @@ __all__ = [
     "validate_rl_stage",
 ]
 
+from ladder.training.chat_template import input_eos_ids
+
 logger = logging.getLogger(__name__)
 
 #: The reference recipe's rewards: +1.0 for the right answer, +0.1 for the ``<answer>`` format.
@@ -787,18 +789,6 @@ def fingerprint_rl_data(cfg: RLStageConfig) -> Any:
     return data if len(data) > 1 else data["prompts"]
 
 
-def input_eos_ids(checkpoint: Checkpoint, model: Any, tokenizer: Any, template: str | None) -> list[int]:
-    """The input checkpoint's end-of-turn ids, kept; the template's end-of-turn added if missing."""
-    from ladder.training.chat_template import eos_token_ids
-
-    ids = [int(t) for t in checkpoint.eos_token_ids]
-    if not ids:
-        value = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        ids = [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)] if value is not None else []
-    for tid in eos_token_ids(tokenizer, template):
-        if tid not in ids:
-            ids.append(tid)
-    return ids
 
 
 def resolve_use_vllm(setting: Any, mode: str) -> bool:
