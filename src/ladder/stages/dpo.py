@@ -24,13 +24,12 @@ from ladder.data.preference import normalize_preference_rows, split_heldout
 from ladder.errors import ConfigError, DataError, LadderError
 from ladder.stage import BaseStage, StageContext, config_to_dict
 from ladder.training.lora import LoraSettings
+from ladder.training.chat_template import input_eos_ids
 
 if TYPE_CHECKING:
     from ladder.checkpoint import Checkpoint
 
 __all__ = ["DPO", "DPOStageConfig"]
-
-from ladder.training.chat_template import input_eos_ids
 
 logger = logging.getLogger(__name__)
 

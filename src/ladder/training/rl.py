@@ -32,6 +32,7 @@ from ladder.data.verifiable import DEFAULT_INSTRUCTION, normalize_verifiable_row
 from ladder.errors import ConfigError, DataError, LadderError, MissingDependencyError, StageError
 from ladder.stage import config_to_dict
 from ladder.training.lora import LoraSettings
+from ladder.training.chat_template import input_eos_ids
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
@@ -66,8 +67,6 @@ __all__ = [
     "run_rl_stage",
     "validate_rl_stage",
 ]
-
-from ladder.training.chat_template import input_eos_ids
 
 logger = logging.getLogger(__name__)
 
