@@ -25,6 +25,7 @@ from ladder.errors import ConfigError, DataError, LadderError
 from ladder.stage import BaseStage, StageContext, config_to_dict
 from ladder.training.lora import LoraSettings
 from ladder.training.chat_template import input_eos_ids
+from ladder.training.lora import adapter_off
 
 if TYPE_CHECKING:
     from ladder.checkpoint import Checkpoint
@@ -120,28 +121,6 @@ class DPOStageConfig:
     )
 
 
-def _adapter_off(peft_model: Any) -> Any:
-    """The PEFT model with its adapter disabled, as a module of its own: the DPO reference.
-
-    It shares every weight with ``peft_model`` (nothing is copied); evaluation code can use it
-    wherever it takes a model.
-    """
-    import torch
-
-    class _AdapterOff(torch.nn.Module):
-        def __init__(self, inner: Any) -> None:
-            super().__init__()
-            self.inner = inner
-
-        @property
-        def generation_config(self) -> Any:
-            return getattr(self.inner, "generation_config", None)
-
-        def forward(self, *args: Any, **kwargs: Any) -> Any:
-            with self.inner.disable_adapter():
-                return self.inner(*args, **kwargs)
-
-    return _AdapterOff(peft_model)
 
 
 
@@ -325,7 +304,7 @@ class DPO(BaseStage):
         if not heldout:
             return None
         batch = self.config.eval_batch_size
-        reference = _adapter_off(model)
+        reference = adapter_off(model)
         if not trained:
             # Policy == reference: the implicit reward is 0 for every answer, by construction.
             logp = preference_accuracy(reference, tokenizer, heldout, batch_size=batch)

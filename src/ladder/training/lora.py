@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LoraSettings",
+    "adapter_off",
     "peft_config",
     "reference_logits",
     "merge_adapter",
@@ -177,3 +178,27 @@ def lora_delta_max_abs(peft_model: Any) -> float:
 
 def save_adapter(peft_model: Any, out_dir: Path) -> None:
     peft_model.save_pretrained(str(out_dir), safe_serialization=True)
+
+
+def adapter_off(peft_model: Any) -> Any:
+    """The PEFT model with its adapter disabled, as a module of its own.
+
+    It shares every weight with ``peft_model`` (nothing is copied), so it serves as the reference
+    policy wherever evaluation code takes a model.
+    """
+    import torch
+
+    class _AdapterOff(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        @property
+        def generation_config(self) -> Any:
+            return getattr(self.inner, "generation_config", None)
+
+        def forward(self, *args: Any, **kwargs: Any) -> Any:
+            with self.inner.disable_adapter():
+                return self.inner(*args, **kwargs)
+
+    return _AdapterOff(peft_model)

@@ -33,6 +33,7 @@ from ladder.errors import ConfigError, DataError, LadderError, MissingDependency
 from ladder.stage import config_to_dict
 from ladder.training.lora import LoraSettings
 from ladder.training.chat_template import input_eos_ids
+from ladder.training.lora import adapter_off
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
@@ -1046,24 +1047,6 @@ def _reward_hacking_warning(metrics: Mapping[str, Any]) -> str | None:
     )
 
 
-def _adapter_off(peft_model: Any) -> Any:
-    """The PEFT model with its adapter disabled, as a module of its own (shares every weight)."""
-    import torch
-
-    class _AdapterOff(torch.nn.Module):
-        def __init__(self, inner: Any) -> None:
-            super().__init__()
-            self.inner = inner
-
-        @property
-        def generation_config(self) -> Any:
-            return getattr(self.inner, "generation_config", None)
-
-        def forward(self, *args: Any, **kwargs: Any) -> Any:
-            with self.inner.disable_adapter():
-                return self.inner(*args, **kwargs)
-
-    return _AdapterOff(peft_model)
 
 
 def heldout_preference(
@@ -1090,7 +1073,7 @@ def heldout_preference(
     if not pairs:
         return None
     has_adapter = hasattr(model, "disable_adapter")
-    reference = _adapter_off(model) if has_adapter else None
+    reference = adapter_off(model) if has_adapter else None
     if not trained:
         logp = preference_accuracy(reference or model, tokenizer, pairs, batch_size=batch_size)
         return {"accuracy": 0.5, "margin": 0.0, "logp_accuracy": logp["accuracy"], "logp_margin": logp["margin"],
