@@ -179,3 +179,22 @@ def test_malformed_row_fails_before_training(tiny_model: Path, tmp_path: Path, r
         from ladder.data.sft import sft_row_to_messages
 
         sft_row_to_messages(row, str(data), 3)
+
+
+def test_bf16_on_cpu_trains_and_the_merge_verifies_in_fp32(tiny_model: Path, tmp_path: Path) -> None:
+    """``precision: bf16`` on a CPU: the Trainer autocasts (where the CPU has native bf16), and
+    the trained model's autocast wrapper is taken off before the merge is verified, so the
+    fp32 merge reproduces the fp32 adapter-on-base logits at fp32 tolerance."""
+    import torch
+
+    result = Pipeline(
+        [SFT(dataset=ROWS, max_steps=4, learning_rate=5e-3, per_device_train_batch_size=4, precision="bf16")],
+        model=tiny_model,
+        run_dir=tmp_path / "run",
+        probes=False,
+    ).run()
+    metrics = json.loads((result.run_dir / "01-sft" / "metrics.json").read_text())
+    assert metrics["train"]["loss_last"] < metrics["train"]["loss_first"]
+    assert metrics["stage_metrics"]["merge_max_abs_diff"] < 1e-3  # the fp32 tolerance, not bf16's 5e-2
+    weights = _weights(result.run_dir / "01-sft" / "model")
+    assert {t.dtype for t in weights.values()} == {torch.float32}  # master weights stay fp32

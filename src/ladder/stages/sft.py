@@ -79,7 +79,7 @@ class SFTStageConfig:
     precision: str = attrs.field(
         default="auto",
         validator=attrs.validators.in_(("auto", "bf16", "fp16", "fp32")),
-        metadata={"help": "auto: bf16 on GPUs that support it, fp32 on CPU"},
+        metadata={"help": "auto: bf16 on GPUs that support it, fp32 on CPU; bf16 on a CPU autocasts where it has native bf16"},
     )
     save_steps: int = attrs.field(default=50, validator=_ge0, metadata={"help": "resumable checkpoint every N steps"})
     trainer_kwargs: dict[str, Any] = attrs.field(

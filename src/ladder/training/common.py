@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ladder.training.lora import drop_autocast_wrapper
 from ladder.training.models import device_name, precision
 
 if TYPE_CHECKING:
@@ -307,7 +308,12 @@ def main_process_model(
         model). On every other process: ``None``.
     """
     accelerator = getattr(trainer, "accelerator", None)
-    if accelerator is None or accelerator.num_processes <= 1:
+    if accelerator is None:
+        return trainer.model
+    # Mixed precision wraps the model's forward in autocast; merge verification and the
+    # measurements after training must see the weights' own precision, so take the wrapper off.
+    drop_autocast_wrapper(trainer.model)
+    if accelerator.num_processes <= 1:
         return trainer.model
     if not _weights_sharded(trainer):
         accelerator.wait_for_everyone()

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LoraSettings",
     "adapter_off",
+    "drop_autocast_wrapper",
     "peft_config",
     "reference_logits",
     "merge_adapter",
@@ -145,8 +146,26 @@ def verify_merge(
     return diff
 
 
+def drop_autocast_wrapper(model: Any) -> Any:
+    """Undo, in place, the autocast wrapper mixed-precision training put on ``model.forward``.
+
+    ``accelerate`` (under every TRL trainer) wraps the forward of a model trained with
+    ``bf16``/``fp16`` flags in autocast, and the wrapper stays after training. Merge
+    verification and measurements after training must run the weights in their own precision:
+    the merged model has no wrapper, so an autocast reference would differ from it by bf16
+    rounding. A model without the wrapper is returned unchanged.
+    """
+    if "_original_forward" not in getattr(model, "__dict__", {}):
+        return model
+    from accelerate.utils import extract_model_from_parallel
+
+    extract_model_from_parallel(model, keep_fp32_wrapper=False)
+    return model
+
+
 def merge_and_verify(peft_model: Any, tokenizer: Any, texts: Sequence[str]) -> tuple[PreTrainedModel, float]:
     """Merge the adapter and verify the merge on ``texts``. Returns ``(model, max_abs_diff)``."""
+    drop_autocast_wrapper(peft_model)
     inputs = _verification_inputs(peft_model, tokenizer, texts)
     expected = reference_logits(peft_model, inputs)
     merged = merge_adapter(peft_model)
