@@ -43,7 +43,9 @@ if TYPE_CHECKING:
 __all__ = [
     "check_pairs",
     "check_problems",
+    "pair_logprobs",
     "preference_accuracy",
+    "preference_summary",
     "response_logprobs",
     "reward_model_accuracy",
     "reward_scores",
@@ -199,6 +201,41 @@ def _summary(chosen: Sequence[float], rejected: Sequence[float]) -> dict[str, An
     return {"accuracy": wins / n if n else 0.0, "margin": margin / n if n else 0.0, "n": n}
 
 
+def pair_logprobs(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[Mapping[str, Any]],
+    *,
+    batch_size: int = 8,
+) -> list[float]:
+    """Summed response log-probs of each pair's answers: ``[chosen_0, rejected_0, chosen_1, ...]``.
+
+    One forward pass per answer. :func:`preference_summary` turns the scores of a policy (and of
+    a reference) into accuracies, so a caller that needs both the reference-free and the
+    implicit-reward accuracy, or scores several policies against one reference, scores each
+    model once.
+    """
+    check_pairs(pairs)
+    stops = stop_token_ids(model, tokenizer)
+    sequences = []
+    for row in pairs:
+        sequences.append(_tokenize_pair(tokenizer, row["prompt"], row["chosen"], stops))
+        sequences.append(_tokenize_pair(tokenizer, row["prompt"], row["rejected"], stops))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return response_logprobs(model, sequences, batch_size=batch_size, pad_id=pad_id)
+
+
+def preference_summary(
+    scores: Sequence[float], ref_scores: Sequence[float] | None = None, *, beta: float = 0.1
+) -> dict[str, Any]:
+    """Accuracy and margin from :func:`pair_logprobs` scores (implicit reward with ``ref_scores``)."""
+    if ref_scores is not None:
+        if len(ref_scores) != len(scores):
+            raise ValueError(f"{len(scores)} policy scores but {len(ref_scores)} reference scores")
+        scores = [beta * (s - r) for s, r in zip(scores, ref_scores, strict=True)]
+    return _summary(scores[0::2], scores[1::2])
+
+
 def preference_accuracy(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -224,18 +261,9 @@ def preference_accuracy(
         ``{"accuracy": share of pairs with chosen > rejected (ties 1/2), "margin": mean of
         score(chosen) - score(rejected), "n": number of pairs}``.
     """
-    check_pairs(pairs)
-    stops = stop_token_ids(model, tokenizer)
-    sequences = []
-    for row in pairs:
-        sequences.append(_tokenize_pair(tokenizer, row["prompt"], row["chosen"], stops))
-        sequences.append(_tokenize_pair(tokenizer, row["prompt"], row["rejected"], stops))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    scores = response_logprobs(model, sequences, batch_size=batch_size, pad_id=pad_id)
-    if ref_model is not None:
-        ref = response_logprobs(ref_model, sequences, batch_size=batch_size, pad_id=pad_id)
-        scores = [beta * (s - r) for s, r in zip(scores, ref, strict=True)]
-    return _summary(scores[0::2], scores[1::2])
+    scores = pair_logprobs(model, tokenizer, pairs, batch_size=batch_size)
+    ref = pair_logprobs(ref_model, tokenizer, pairs, batch_size=batch_size) if ref_model is not None else None
+    return preference_summary(scores, ref, beta=beta)
 
 
 def reward_text(tokenizer: PreTrainedTokenizerBase, prompt: Any, response: str) -> str:

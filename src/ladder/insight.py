@@ -83,7 +83,6 @@ def observe(
     from ladder.evaluate import (
         check_pairs,
         check_problems,
-        preference_accuracy,
         reward_model_accuracy,
         verifiable_accuracy,
     )
@@ -144,6 +143,36 @@ def observe(
     return result
 
 
+# Per-answer log-probs of reference checkpoints, so that every stage of a run is compared with
+# the base model without loading and scoring the base model again: {(fingerprint, dtype, pairs
+# digest): scores}. A checkpoint's fingerprint names its weights (see ladder.pipeline), so a hit
+# is the same model on the same pairs. Bounded: a process observes few references.
+_REFERENCE_SCORES: dict[tuple[str, str, str], list[float]] = {}
+_REFERENCE_SCORES_MAX = 8
+
+
+def _pairs_digest(pairs: Sequence[Mapping[str, Any]]) -> str:
+    import hashlib
+
+    blob = json.dumps([[r["prompt"], r["chosen"], r["rejected"]] for r in pairs], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _score_key(checkpoint: Checkpoint, model: Any, pairs: Sequence[Mapping[str, Any]]) -> tuple[str, str, str] | None:
+    if not checkpoint.fingerprint:
+        return None
+    dtype = str(next(model.parameters()).dtype)
+    return checkpoint.fingerprint, dtype, _pairs_digest(pairs)
+
+
+def _remember(key: tuple[str, str, str] | None, scores: list[float]) -> None:
+    if key is None:
+        return
+    if len(_REFERENCE_SCORES) >= _REFERENCE_SCORES_MAX:
+        _REFERENCE_SCORES.pop(next(iter(_REFERENCE_SCORES)))
+    _REFERENCE_SCORES[key] = list(scores)
+
+
 def _preference(
     model: Any,
     tokenizer: Any,
@@ -153,11 +182,18 @@ def _preference(
     options: Mapping[str, Any] | None,
     settings: GenerationSettings,
 ) -> dict[str, Any]:
-    """Implicit-reward accuracy against ``reference`` (+ the reference-free log-prob accuracy)."""
-    from ladder.evaluate import preference_accuracy
+    """Implicit-reward accuracy against ``reference`` (+ the reference-free log-prob accuracy).
+
+    The policy is scored once; the reference's scores come from this process's cache when the
+    reference was observed earlier (the pipeline observes the base model first), else the
+    reference is loaded and scored once.
+    """
+    from ladder.evaluate import pair_logprobs, preference_summary
     from ladder.training.models import load_model
 
-    logp = preference_accuracy(model, tokenizer, pairs, batch_size=settings.batch_size)
+    scores = pair_logprobs(model, tokenizer, pairs, batch_size=settings.batch_size)
+    _remember(_score_key(checkpoint, model, pairs), scores)
+    logp = preference_summary(scores)
     if reference is None:
         return logp
     out: dict[str, Any] = {"logp_accuracy": logp["accuracy"], "logp_margin": logp["margin"],
@@ -166,11 +202,16 @@ def _preference(
         # policy == reference: every implicit reward is exactly 0, every pair a tie
         out.update(accuracy=0.5, margin=0.0)
         return out
-    ref_model = load_model(reference, options)
-    try:
-        implicit = preference_accuracy(model, tokenizer, pairs, ref_model=ref_model, batch_size=settings.batch_size)
-    finally:
-        del ref_model
-        _release_memory()
+    key = _score_key(reference, model, pairs)
+    ref_scores = _REFERENCE_SCORES.get(key) if key is not None else None
+    if ref_scores is None:
+        ref_model = load_model(reference, options)
+        try:
+            ref_scores = pair_logprobs(ref_model, tokenizer, pairs, batch_size=settings.batch_size)
+        finally:
+            del ref_model
+            _release_memory()
+        _remember(_score_key(reference, model, pairs), ref_scores)
+    implicit = preference_summary(scores, ref_scores)
     out.update(accuracy=implicit["accuracy"], margin=implicit["margin"])
     return out

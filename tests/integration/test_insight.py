@@ -224,3 +224,35 @@ def test_no_probes_and_no_evals(tiny_model: Path, tmp_path: Path) -> None:
 def test_unknown_evaluation_data(tiny_model: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown evaluation data"):
         observe(tiny_model, tmp_path, probes=[], evals={"mmlu": []})
+
+
+def test_stages_are_compared_with_the_reference_scored_once(tiny_model: Path, tmp_path: Path) -> None:
+    """observe() keeps the reference's per-answer log-probs: a stage observed after the base
+    gets the same implicit-reward accuracy as scoring both models directly, with or without
+    the kept scores."""
+    from ladder import insight
+
+    changed = load_model(tiny_model, device="cpu")
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(0)
+        for p in changed.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.02)
+    changed.save_pretrained(tmp_path / "changed")
+    load_tokenizer(tiny_model).save_pretrained(tmp_path / "changed")
+    base = Checkpoint(path=str(tiny_model), stage="base", fingerprint="base-fp")
+    policy = Checkpoint(path=str(tmp_path / "changed"), stage="sft", fingerprint="sft-fp", parent=base)
+    expected = preference_accuracy(changed, load_tokenizer(tiny_model), PAIRS,
+                                   ref_model=load_model(tiny_model, device="cpu"), beta=0.1)
+
+    insight._REFERENCE_SCORES.clear()
+    observe(base, tmp_path / "o0", probes=[], evals={"preference": PAIRS}, reference=base)
+    assert len(insight._REFERENCE_SCORES) == 1  # the base's scores, kept
+    kept = observe(policy, tmp_path / "o1", probes=[], evals={"preference": PAIRS}, reference=base)
+    insight._REFERENCE_SCORES.clear()
+    loaded = observe(policy, tmp_path / "o2", probes=[], evals={"preference": PAIRS}, reference=base)
+    for result in (kept, loaded):
+        pref = result["eval"]["preference"]
+        assert pref["reference"] == "base" and pref["n"] == 3
+        assert pref["accuracy"] == expected["accuracy"]
+        assert pref["margin"] == pytest.approx(expected["margin"], abs=1e-5)
+    assert kept["eval"]["preference"]["margin"] != 0.0  # the two models really differ

@@ -111,7 +111,7 @@ class DPOStageConfig:
     precision: str = attrs.field(
         default="auto",
         validator=attrs.validators.in_(("auto", "bf16", "fp16", "fp32")),
-        metadata={"help": "auto: bf16 on GPUs that support it, fp32 on CPU"},
+        metadata={"help": "auto: bf16 on GPUs that support it, fp32 on CPU; bf16 on a CPU autocasts where it has native bf16"},
     )
     save_steps: int = attrs.field(default=50, validator=_ge0, metadata={"help": "resumable checkpoint every N steps"})
     trainer_kwargs: dict[str, Any] = attrs.field(
@@ -294,26 +294,25 @@ class DPO(BaseStage):
         return trainer, facts
 
     def _measure(self, model: Any, tokenizer: Any, heldout: list[dict[str, Any]], beta: float, *,
-                 trained: bool) -> dict[str, Any] | None:
-        """Held-out preference metrics of the policy (``trained``) or of the input checkpoint.
+                 reference_scores: list[float] | None = None) -> tuple[dict[str, Any] | None, list[float]]:
+        """Held-out preference metrics of the policy, and its per-answer log-probs.
 
-        ``model`` is the PEFT model; with its adapter disabled it is the input checkpoint.
+        Before training (``reference_scores`` is None) the policy *is* the reference (a fresh
+        LoRA adapter is a no-op): every implicit reward is 0, and the scores returned are the
+        reference's, which the measurement after training compares against.
         """
-        from ladder.evaluate import preference_accuracy
+        from ladder.evaluate import pair_logprobs, preference_summary
 
         if not heldout:
-            return None
-        batch = self.config.eval_batch_size
-        reference = adapter_off(model)
-        if not trained:
-            # Policy == reference: the implicit reward is 0 for every answer, by construction.
-            logp = preference_accuracy(reference, tokenizer, heldout, batch_size=batch)
+            return None, []
+        scores = pair_logprobs(model, tokenizer, heldout, batch_size=self.config.eval_batch_size)
+        logp = preference_summary(scores)
+        if reference_scores is None:
             return {"accuracy": 0.5, "margin": 0.0, "logp_accuracy": logp["accuracy"],
-                    "logp_margin": logp["margin"], "n": logp["n"]}
-        logp = preference_accuracy(model, tokenizer, heldout, batch_size=batch)
-        implicit = preference_accuracy(model, tokenizer, heldout, ref_model=reference, beta=beta, batch_size=batch)
+                    "logp_margin": logp["margin"], "n": logp["n"]}, scores
+        implicit = preference_summary(scores, reference_scores, beta=beta)
         return {"accuracy": implicit["accuracy"], "margin": implicit["margin"], "logp_accuracy": logp["accuracy"],
-                "logp_margin": logp["margin"], "n": implicit["n"]}
+                "logp_margin": logp["margin"], "n": implicit["n"]}, scores
 
     def run(self, checkpoint: Checkpoint, ctx: StageContext) -> Checkpoint:
         from ladder.training.common import (
@@ -327,7 +326,7 @@ class DPO(BaseStage):
         trainer, facts = self.build_trainer(checkpoint, ctx)
         tokenizer, heldout, beta = facts["tokenizer"], facts["heldout"], facts["beta"]
         # Before train(): the model is not yet wrapped for distribution, every process holds it whole.
-        before = self._measure(trainer.model, tokenizer, heldout, beta, trained=False)
+        before, reference_scores = self._measure(adapter_off(trainer.model), tokenizer, heldout, beta)
 
         resume = last_complete_trainer_checkpoint(ctx.trainer_dir)
         if resume is not None:
@@ -340,7 +339,7 @@ class DPO(BaseStage):
         if trained is None:  # not the main process: the main one measures and publishes
             return checkpoint
 
-        after = self._measure(trained, tokenizer, heldout, beta, trained=True)
+        after, _ = self._measure(trained, tokenizer, heldout, beta, reference_scores=reference_scores)
         if before is not None and after is not None:
             logger.info(
                 "%s held-out preference accuracy %.3f -> %.3f (log-prob accuracy %.3f -> %.3f, %d pairs)",
