@@ -16,7 +16,8 @@ from ladder.demo import data as demo_data
 from ladder.demo.data import ANSWER_INSTRUCTION, DATA_DIR, FILES, build_all, load_split, write_all
 
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
-_SOLUTION = re.compile(r"^(?P<expr>[\d+\-*/() ]+) = (?P<value>\d+)\. <answer>(?P<tag>\d+)</answer>$")
+_SOLUTION = re.compile(r"^(?P<steps>(?:[\d+\-*/() ]+ = \d+\. )+)<answer>(?P<tag>\d+)</answer>$")
+_STEP = re.compile(r"(?P<expr>[\d+\-*/() ]+?) = (?P<value>\d+)\. ")
 
 
 def _evaluate(expression: str) -> int:
@@ -45,12 +46,21 @@ def _uses_only(needle: list[int], haystack: list[int]) -> bool:
     return not Counter(needle) - Counter(haystack)
 
 
-def _check_solution(prompt: str, solution: str) -> None:
-    """``solution`` is ``"EXPR = N. <answer>N</answer>"``, right, and built from the prompt's numbers."""
+def _check_solution(prompt: str, solution: str) -> int:
+    """``solution`` is ``"E1 = v1. [E2 = v2.] <answer>v</answer>"``: one operation per step, each
+    right, each built from the prompt's numbers and earlier results, the tag holding the last.
+    Returns the number of steps."""
     match = _SOLUTION.match(solution)
     assert match, solution
-    assert int(match["value"]) == int(match["tag"]) == _evaluate(match["expr"]), solution
-    assert _uses_only(_numbers(match["expr"]), _numbers(prompt)), (prompt, solution)
+    available = _numbers(prompt)
+    steps = list(_STEP.finditer(match["steps"]))
+    for step in steps:
+        assert len(re.findall(r" [+\-*/] ", f" {step['expr']} ")) == 1, f"one operation per step: {solution}"
+        assert _evaluate(step["expr"]) == int(step["value"]), solution
+        assert _uses_only(_numbers(step["expr"]), available), (prompt, solution)
+        available.append(int(step["value"]))
+    assert int(steps[-1]["value"]) == int(match["tag"]), solution
+    return len(steps)
 
 
 def _text_of(value: Any) -> str:
@@ -91,7 +101,7 @@ def test_shipped_files_are_small_and_load_back(splits: dict[str, list[dict[str, 
 
 def test_sizes(splits: dict[str, list[dict[str, Any]]]) -> None:
     sizes = {name: len(rows) for name, rows in splits.items()}
-    assert 200 <= sizes["sft_train.jsonl"] <= 400
+    assert 300 <= sizes["sft_train.jsonl"] <= 450
     assert 200 <= sizes["dpo_train.jsonl"] <= 300
     assert sizes["grpo_train.jsonl"] >= 250
     assert 30 <= sizes["sft_eval.jsonl"] and 30 <= sizes["dpo_eval.jsonl"]
@@ -99,19 +109,22 @@ def test_sizes(splits: dict[str, list[dict[str, Any]]]) -> None:
 
 
 def test_sft_rows(splits: dict[str, list[dict[str, Any]]]) -> None:
-    arithmetic = 0
+    steps = Counter()
     for row in splits["sft_train.jsonl"]:
         assert list(row) == ["messages"]
         user, assistant = row["messages"]
         assert user["role"] == "user" and assistant["role"] == "assistant"
         assert user["content"].strip() and assistant["content"].strip()
         if user["content"].endswith(ANSWER_INSTRUCTION):
-            arithmetic += 1
-            _check_solution(user["content"], assistant["content"])
+            steps[_check_solution(user["content"], assistant["content"])] += 1
         else:
+            steps[0] += 1
             assert "<answer>" not in assistant["content"]
-    assert arithmetic >= 200
-    assert len(splits["sft_train.jsonl"]) - arithmetic >= 30  # the general instructions
+    assert steps[1] >= 200  # one-step problems: the answer format
+    # Two-step problems worked step by step, but only a minority: SFT shows the way, GRPO has room.
+    assert 50 <= steps[2] <= steps[1] // 2
+    assert steps[0] >= 30  # the general instructions
+    assert set(steps) == {0, 1, 2}
 
 
 @pytest.mark.parametrize("name", ["sft_eval.jsonl", "grpo_train.jsonl", "grpo_eval.jsonl"])

@@ -9,15 +9,18 @@ Files (shipped under ``ladder/demo/data/``; :func:`data_file` gives their paths)
 
 ======================  ====================================================================
 ``sft_train.jsonl``     ``messages`` (user, assistant): one-step arithmetic word problems
-                        answered ``"3 + 4 = 7. <answer>7</answer>"``, plus short general
-                        instructions with concise answers.
+                        answered ``"3 + 4 = 7. <answer>7</answer>"``, a minority of two-step
+                        ones worked a step at a time (``"4 * 3 = 12. 12 - 7 = 5. <answer>5
+                        </answer>"``), plus short general instructions with concise answers.
 ``sft_eval.jsonl``      held-out one-step problems as ``prompt`` + ``answer`` (+
                         ``expression``): the tag-format rate and exact match after SFT.
-``dpo_train.jsonl``     ``prompt``, ``chosen``, ``rejected``: a concise answer over a rambling,
-                        repetitive one; a clean refusal over compliance with a harmful request.
+``dpo_train.jsonl``     ``prompt``, ``chosen``, ``rejected``: a concise answer (one- or
+                        two-step problems, general questions) over a rambling, repetitive one;
+                        a clean refusal over compliance with a harmful request.
 ``dpo_eval.jsonl``      held-out pairs of the same kinds, on prompts seen in no training file.
 ``grpo_train.jsonl``    ``prompt`` + ``answer`` (+ ``expression``): two-step problems
-                        (``a * b + c``, ``(a + b) / c``, ...) harder than the SFT ones.
+                        (``a * b + c``, ``c + a * b``, ``a * b - c``, small numbers): SFT
+                        shows a few of them worked step by step; GRPO rewards getting them right.
 ``grpo_eval.jsonl``     held-out two-step problems for exact match.
 ======================  ====================================================================
 
@@ -36,6 +39,7 @@ import argparse
 import json
 import logging
 import random
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -77,6 +81,8 @@ _N_DPO_EVAL_ARITH = 25
 _N_DPO_EVAL_GENERAL = 10
 _N_DPO_EVAL_REFUSAL = 5
 _N_GRPO_TRAIN = 300
+_N_SFT_TWO_STEP = 120
+_N_DPO_TWO_STEP = 40
 _N_GRPO_EVAL = 50
 
 
@@ -181,49 +187,44 @@ def _one_step(rng: _Rng) -> tuple[str, str, int]:
 
 def _two_step(rng: _Rng) -> tuple[str, str, int]:
     """A two-step problem: (text, expression, result). Always a whole number >= 0."""
-    kind = rng.integer(0, 11)
+    # Every problem multiplies small numbers first, then adds or subtracts a small one: two short
+    # steps a 135M model gets right after SFT often enough for GRPO's groups to disagree, and
+    # wrong often enough (mostly the second step, or the order of a + b * c) for RL to have room.
+    # With two-digit operands its arithmetic, not the reasoning, fails (see docs/benchmarks.md).
+    kind = rng.pick([0, 1, 2, 3, 4, 6, 7, 9, 10])
     name, things, foods, box = rng.pick(_NAMES), rng.pick(_THINGS), rng.pick(_FOODS), rng.pick(_CONTAINERS)
-    a, b = rng.integer(2, 9), rng.integer(2, 9)
+    a, b = rng.integer(2, 6), rng.integer(2, 6)
     if kind == 0:
-        c = rng.integer(1, a * b - 1)
+        c = rng.integer(1, min(9, a * b - 1))
         text = (
             f"{name} buys {a} {box} of {things} with {b} in each, then gives away {c}. "
             f"How many {things} does {name} have left?"
         )
         return text, f"{a} * {b} - {c}", a * b - c
     if kind == 1:
-        c = rng.integer(2, 30)
+        c = rng.integer(2, 9)
         text = (
             f"{name} has {c} {things} and buys {a} {box} with {b} {things} in each. "
             f"How many {things} does {name} have now?"
         )
         return text, f"{c} + {a} * {b}", c + a * b
     if kind == 2:
-        c = rng.integer(1, a * b - 1)
+        c = rng.integer(1, min(9, a * b - 1))
         text = f"A class has {a} rows of {b} desks. {c} desks are empty. How many desks are in use?"
         return text, f"{a} * {b} - {c}", a * b - c
     if kind == 3:
-        c = rng.integer(2, 20)
+        c = rng.integer(2, 9)
         text = (
             f"{name} reads {a} pages every day for {b} days, then reads {c} more pages. "
             f"How many pages does {name} read in total?"
         )
         return text, f"{a} * {b} + {c}", a * b + c
     if kind == 4:
-        c = rng.integer(1, a * b - 1)
+        c = rng.integer(1, min(9, a * b - 1))
         text = f"{a} friends each bring {b} {foods}, and they eat {c}. How many {foods} are left?"
         return text, f"{a} * {b} - {c}", a * b - c
-    if kind == 5:
-        c, q = rng.integer(2, 6), rng.integer(2, 9)
-        total = c * q
-        first = rng.integer(1, total - 1)
-        text = (
-            f"{name} had {first} {foods} and got {total - first} more, then shared them equally "
-            f"among {c} friends. How many {foods} does each friend get?"
-        )
-        return text, f"({first} + {total - first}) / {c}", q
     if kind == 6:
-        price, count = rng.integer(2, 9), rng.integer(2, 5)
+        price, count = rng.integer(2, 5), rng.integer(2, 4)
         note = 20 if price * count < 20 else 50
         text = (
             f"A ticket costs {price} dollars. {name} buys {count} tickets and pays with a "
@@ -231,36 +232,55 @@ def _two_step(rng: _Rng) -> tuple[str, str, int]:
         )
         return text, f"{note} - {price} * {count}", note - price * count
     if kind == 7:
-        c = rng.integer(2, 20)
+        c = rng.integer(2, 9)
         text = (
             f"{name} has {c} {things} and gets {a} more every day for {b} days. "
             f"How many {things} does {name} have at the end?"
         )
         return text, f"{c} + {a} * {b}", c + a * b
-    if kind == 8:
-        c = rng.integer(2, 5)
-        text = (
-            f"For {c} days, {name} picks {a} {foods} every morning and {b} every evening. "
-            f"How many {foods} does {name} pick in total?"
-        )
-        return text, f"({a} + {b}) * {c}", (a + b) * c
     # Bare expressions.
-    c = rng.integer(1, 20)
+    c = rng.integer(1, 9)
     if kind == 9:
         return f"What is {a} * {b} + {c}?", f"{a} * {b} + {c}", a * b + c
-    if kind == 10:
-        c = rng.integer(1, a * b - 1)
-        return f"What is {a} * {b} - {c}?", f"{a} * {b} - {c}", a * b - c
-    c = rng.integer(2, 5)
-    return f"What is ({a} + {b}) * {c}?", f"({a} + {b}) * {c}", (a + b) * c
+    c = rng.integer(1, min(9, a * b - 1))
+    return f"What is {a} * {b} - {c}?", f"{a} * {b} - {c}", a * b - c
 
 
 def _ask(text: str) -> str:
     return f"{text}\n\n{ANSWER_INSTRUCTION}"
 
 
+def _steps(expression: str) -> list[tuple[str, int]]:
+    """``expression`` worked one operation at a time: ``[("7 * 4", 28), ("28 - 5", 23)]``.
+
+    Handles the shapes this module writes: ``a op b`` and ``a op b op c`` (``*`` and ``/`` bind
+    tighter).
+    """
+    tokens = re.findall(r"\d+|[-+*/]", expression)
+
+    def apply(a: int, op: str, b: int) -> int:
+        value = {"+": a + b, "-": a - b, "*": a * b, "/": a // b}[op]
+        if op == "/" and a % b:
+            raise ValueError(f"{expression}: {a} / {b} is not a whole number")
+        return value
+
+    numbers, ops = [int(t) for t in tokens[0::2]], tokens[1::2]
+    if len(ops) == 1:
+        return [(expression, apply(numbers[0], ops[0], numbers[1]))]
+    a, b, c = numbers
+    if ops[1] in "*/" and ops[0] in "+-":  # a + b * c: the product first
+        first = apply(b, ops[1], c)
+        return [(f"{b} {ops[1]} {c}", first), (f"{a} {ops[0]} {first}", apply(a, ops[0], first))]
+    first = apply(a, ops[0], b)
+    return [(f"{a} {ops[0]} {b}", first), (f"{first} {ops[1]} {c}", apply(first, ops[1], c))]
+
+
 def _solution(expression: str, result: int) -> str:
-    return f"{expression} = {result}. <answer>{result}</answer>"
+    """The worked answer: one ``x op y = z.`` per operation, then the tagged result."""
+    steps = _steps(expression)
+    if steps[-1][1] != result:
+        raise ValueError(f"{expression} worked step by step gives {steps[-1][1]}, not {result}")
+    return " ".join(f"{text} = {value}." for text, value in steps) + f" <answer>{result}</answer>"
 
 
 def _pool(
@@ -294,8 +314,18 @@ def _one_step_pool() -> dict[str, list[tuple[str, str, int]]]:
 
 
 def _two_step_pool() -> dict[str, list[tuple[str, str, int]]]:
-    problems = _pool(_two_step, "two-step", _N_GRPO_EVAL + _N_GRPO_TRAIN)
-    return {"grpo_eval": problems[:_N_GRPO_EVAL], "grpo_train": problems[_N_GRPO_EVAL:]}
+    sizes = {
+        "grpo_eval": _N_GRPO_EVAL,
+        "grpo_train": _N_GRPO_TRAIN,
+        "sft_train": _N_SFT_TWO_STEP,
+        "dpo_train": _N_DPO_TWO_STEP,
+    }
+    problems = _pool(_two_step, "two-step", sum(sizes.values()))
+    out, start = {}, 0
+    for split, size in sizes.items():
+        out[split] = problems[start : start + size]
+        start += size
+    return out
 
 
 def _problem_row(text: str, expression: str, result: int) -> Row:
@@ -536,26 +566,24 @@ _CLOSERS = [
 
 
 def _ramble(answer: str, rng: _Rng) -> str:
-    """A long-winded version of ``answer``: filler, hedging and repetition around it."""
+    """A long-winded version of ``answer``: filler and repetition around it.
+
+    Kept to a few dozen tokens: the contrast with the concise answer is what DPO learns, and
+    every token of a rejected answer costs a forward and a backward pass on a laptop CPU.
+    """
     parts = [rng.pick(_OPENERS)]
-    if rng.chance(0.6):
+    if rng.chance(0.3):
         parts.append(rng.pick(_HEDGES))
     parts.append(f"The answer is: {answer}")
     parts.append(f"{rng.pick(_RESTATEMENTS)} {answer}")
-    if rng.chance(0.5):
-        parts.append(f"Yes: {answer}")
     parts.append(rng.pick(_CLOSERS))
     return " ".join(parts)
 
 
 def _ramble_arithmetic(expression: str, result: int, rng: _Rng) -> str:
-    """A long-winded solution: filler, the same step said twice, the tag buried mid-text."""
-    parts = [rng.pick(_OPENERS)]
-    if rng.chance(0.3):
-        parts.append(rng.pick(_HEDGES))
-    parts.append(f"We need to work out {expression}.")
-    parts.append(f"When we calculate {expression}, we get {result}.")
-    parts.append(f"{rng.pick(_RESTATEMENTS)} the answer is {result}.")
+    """A long-winded solution: filler, the result said twice, the tag missing or buried mid-text."""
+    parts = [rng.pick(_OPENERS), f"We need to work out {expression}, and {expression} is {result}.",
+             f"So the answer is {result}."]
     if rng.chance(0.5):
         parts.append(f"<answer>{result}</answer>")
     parts.append(rng.pick(_CLOSERS))
@@ -574,7 +602,7 @@ def sft_train_rows() -> list[Row]:
                 {"role": "assistant", "content": _solution(expression, result)},
             ]
         }
-        for text, expression, result in _one_step_pool()["sft_train"]
+        for text, expression, result in _one_step_pool()["sft_train"] + _two_step_pool()["sft_train"]
     ]
     rows += [
         {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
@@ -613,9 +641,10 @@ def dpo_train_rows() -> list[Row]:
     """Preference pairs ``{"prompt", "chosen", "rejected"}``: concise over rambling, refusal
     over harmful compliance."""
     general = GENERAL_QA + DPO_ONLY_QA[_N_DPO_EVAL_GENERAL:]
-    return _dpo_rows(
-        _one_step_pool()["dpo_train"], general, REFUSALS[_N_DPO_EVAL_REFUSAL:], "dpo-train"
-    )
+    # Two-step problems too, worked step by step: without them DPO teaches "one step, then the
+    # tag" so well that the model stops early on GRPO's problems.
+    problems = _one_step_pool()["dpo_train"] + _two_step_pool()["dpo_train"]
+    return _dpo_rows(problems, general, REFUSALS[_N_DPO_EVAL_REFUSAL:], "dpo-train")
 
 
 def dpo_eval_rows() -> list[Row]:
