@@ -298,6 +298,18 @@ def _pool(
     return out
 
 
+def _splits(
+    make: Callable[[_Rng], tuple[str, str, int]], label: str, sizes: dict[str, int]
+) -> dict[str, list[tuple[str, str, int]]]:
+    """One pool of distinct problems cut into consecutive splits (so no text is in two)."""
+    problems = _pool(make, label, sum(sizes.values()))
+    out, start = {}, 0
+    for split, size in sizes.items():
+        out[split] = problems[start : start + size]
+        start += size
+    return out
+
+
 def _one_step_pool() -> dict[str, list[tuple[str, str, int]]]:
     sizes = {
         "sft_eval": _N_SFT_EVAL,
@@ -305,12 +317,7 @@ def _one_step_pool() -> dict[str, list[tuple[str, str, int]]]:
         "sft_train": _N_SFT_ARITH,
         "dpo_train": _N_DPO_ARITH,
     }
-    problems = _pool(_one_step, "one-step", sum(sizes.values()))
-    out, start = {}, 0
-    for split, size in sizes.items():
-        out[split] = problems[start : start + size]
-        start += size
-    return out
+    return _splits(_one_step, "one-step", sizes)
 
 
 def _two_step_pool() -> dict[str, list[tuple[str, str, int]]]:
@@ -320,12 +327,7 @@ def _two_step_pool() -> dict[str, list[tuple[str, str, int]]]:
         "sft_train": _N_SFT_TWO_STEP,
         "dpo_train": _N_DPO_TWO_STEP,
     }
-    problems = _pool(_two_step, "two-step", sum(sizes.values()))
-    out, start = {}, 0
-    for split, size in sizes.items():
-        out[split] = problems[start : start + size]
-        start += size
-    return out
+    return _splits(_two_step, "two-step", sizes)
 
 
 def _problem_row(text: str, expression: str, result: int) -> Row:
