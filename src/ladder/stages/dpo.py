@@ -219,7 +219,7 @@ class DPO(BaseStage):
         from datasets import Dataset
         from trl import DPOConfig, DPOTrainer
 
-        from ladder.training.common import log_callback, quiet_trainer, trainer_args
+        from ladder.training.common import log_callback, quiet_trainer, trainer_args_from
         from ladder.training.lora import peft_config
         from ladder.training.models import load_model, load_tokenizer
 
@@ -243,21 +243,12 @@ class DPO(BaseStage):
         eos_ids = input_eos_ids(checkpoint, model, tokenizer, template)  # before TRL touches the configs
 
         args = DPOConfig(
-            **trainer_args(
+            **trainer_args_from(
                 ctx,
-                learning_rate=cfg.learning_rate,
-                num_train_epochs=cfg.num_train_epochs,
-                max_steps=cfg.max_steps,
-                per_device_train_batch_size=cfg.per_device_train_batch_size,
-                gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-                save_steps=cfg.save_steps,
-                precision_name=cfg.precision,
-                trainer_kwargs={
-                    "beta": cfg.beta,
-                    "max_length": cfg.max_length,
-                    "dataset_num_proc": None,
-                    **cfg.trainer_kwargs,
-                },
+                cfg,
+                dataset_num_proc=None,
+                beta=cfg.beta,
+                max_length=cfg.max_length,
             )
         )
         # TRL's conversational format: answers as one-message lists, rendered with the template.

@@ -155,7 +155,7 @@ class RewardModel(BaseStage):
             main_process_model,
             quiet_trainer,
             train_summary,
-            trainer_args,
+            trainer_args_from,
             write_model_card,
         )
         from ladder.training.lora import lora_delta_max_abs, merge_and_verify, peft_config, save_adapter
@@ -198,21 +198,12 @@ class RewardModel(BaseStage):
             ]
         )
         args = RewardConfig(
-            **trainer_args(
+            **trainer_args_from(
                 ctx,
-                learning_rate=cfg.learning_rate,
-                num_train_epochs=cfg.num_train_epochs,
-                max_steps=cfg.max_steps,
-                per_device_train_batch_size=cfg.per_device_train_batch_size,
-                gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-                save_steps=cfg.save_steps,
-                precision_name=cfg.precision,
-                trainer_kwargs={
-                    "max_length": cfg.max_length,
-                    "center_rewards_coefficient": cfg.center_rewards_coefficient,
-                    "dataset_num_proc": None,
-                    **cfg.trainer_kwargs,
-                },
+                cfg,
+                dataset_num_proc=None,
+                max_length=cfg.max_length,
+                center_rewards_coefficient=cfg.center_rewards_coefficient,
             )
         )
         # task_type SEQ_CLS: PEFT trains the new head fully (modules_to_save) beside the LoRA.

@@ -131,7 +131,7 @@ class SFT(BaseStage):
             training_chat_template,
             warn_if_end_of_turn_untrained,
         )
-        from ladder.training.common import log_callback, quiet_trainer, trainer_args
+        from ladder.training.common import log_callback, quiet_trainer, trainer_args_from
         from ladder.training.lora import peft_config
         from ladder.training.models import load_model, load_tokenizer
 
@@ -157,21 +157,12 @@ class SFT(BaseStage):
             warn_if_end_of_turn_untrained(model, tokenizer, trains_embeddings=trains_embeddings)
 
         args = SFTConfig(
-            **trainer_args(
+            **trainer_args_from(
                 ctx,
-                learning_rate=cfg.learning_rate,
-                num_train_epochs=cfg.num_train_epochs,
-                max_steps=cfg.max_steps,
-                per_device_train_batch_size=cfg.per_device_train_batch_size,
-                gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-                save_steps=cfg.save_steps,
-                precision_name=cfg.precision,
-                trainer_kwargs={
-                    "max_length": cfg.max_length,
-                    "assistant_only_loss": cfg.assistant_only_loss,
-                    "dataset_num_proc": None,
-                    **cfg.trainer_kwargs,
-                },
+                cfg,
+                dataset_num_proc=None,
+                max_length=cfg.max_length,
+                assistant_only_loss=cfg.assistant_only_loss,
             )
         )
         trainer = SFTTrainer(

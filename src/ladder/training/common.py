@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "trainer_args",
+    "trainer_args_from",
     "log_callback",
     "quiet_trainer",
     "last_complete_trainer_checkpoint",
@@ -78,6 +79,28 @@ def trainer_args(
     }
     args.update(dict(trainer_kwargs or {}))
     return args
+
+
+def trainer_args_from(ctx: StageContext, cfg: Any, **stage_args: Any) -> dict[str, Any]:
+    """:func:`trainer_args` from a stage config with the usual fields, plus the stage's own.
+
+    ``cfg`` has ``learning_rate``, ``num_train_epochs``, ``max_steps``,
+    ``per_device_train_batch_size``, ``gradient_accumulation_steps``, ``save_steps``,
+    ``precision`` and ``trainer_kwargs`` (as ladder's stage configs do); ``stage_args`` are the
+    stage's TRL settings (``beta=cfg.beta``, ``max_length=cfg.max_length``, ...). The recipe's
+    ``trainer_kwargs`` win over both.
+    """
+    return trainer_args(
+        ctx,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        save_steps=cfg.save_steps,
+        precision_name=cfg.precision,
+        trainer_kwargs={**stage_args, **dict(cfg.trainer_kwargs or {})},
+    )
 
 
 def log_callback(ctx: StageContext) -> TrainerCallback:

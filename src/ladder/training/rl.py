@@ -827,7 +827,7 @@ def build_rl_trainer(stage: Any, checkpoint: Checkpoint, ctx: StageContext, algo
     from datasets import Dataset
 
     from ladder.rewards import reward_name
-    from ladder.training.common import log_callback, quiet_trainer, trainer_args
+    from ladder.training.common import log_callback, quiet_trainer, trainer_args_from
     from ladder.training.lora import peft_config
     from ladder.training.models import load_model, load_tokenizer
 
@@ -880,26 +880,17 @@ def build_rl_trainer(stage: Any, checkpoint: Checkpoint, ctx: StageContext, algo
     use_vllm = resolve_use_vllm(cfg.use_vllm, cfg.vllm_mode)
     config_class, trainer_class = algo.trl_classes()
     args = config_class(
-        **trainer_args(
+        **trainer_args_from(
             ctx,
-            learning_rate=cfg.learning_rate,
-            num_train_epochs=cfg.num_train_epochs,
-            max_steps=cfg.max_steps,
-            per_device_train_batch_size=cfg.per_device_train_batch_size,
-            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-            save_steps=cfg.save_steps,
-            precision_name=cfg.precision,
-            trainer_kwargs={
-                "num_generations": cfg.num_generations,
-                "max_completion_length": cfg.max_completion_length,
-                "temperature": cfg.temperature,
-                "beta": cfg.beta,
-                "steps_per_generation": cfg.steps_per_generation,
-                "reward_weights": weights,
-                "use_vllm": use_vllm,
-                "vllm_mode": cfg.vllm_mode,
-                **cfg.trainer_kwargs,
-            },
+            cfg,
+            num_generations=cfg.num_generations,
+            max_completion_length=cfg.max_completion_length,
+            temperature=cfg.temperature,
+            beta=cfg.beta,
+            steps_per_generation=cfg.steps_per_generation,
+            reward_weights=weights,
+            use_vllm=use_vllm,
+            vllm_mode=cfg.vllm_mode,
         )
     )
     watch = ZeroSpreadWatch(num_generations=int(args.num_generations or cfg.num_generations), algorithm=algo.name)
