@@ -168,7 +168,7 @@ class CPT(BaseStage):
             publish_policy,
             quiet_trainer,
             train_summary,
-            trainer_args,
+            trainer_args_from,
         )
         from ladder.training.lora import peft_config
         from ladder.training.models import load_model, load_tokenizer
@@ -180,28 +180,19 @@ class CPT(BaseStage):
         tokenizer = load_tokenizer(checkpoint, ctx.options)
         model = load_model(checkpoint, ctx.options)
         args = SFTConfig(
-            **trainer_args(
+            **trainer_args_from(
                 ctx,
-                learning_rate=cfg.learning_rate,
-                num_train_epochs=cfg.num_train_epochs,
-                max_steps=cfg.max_steps,
-                per_device_train_batch_size=cfg.per_device_train_batch_size,
-                gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-                save_steps=cfg.save_steps,
-                precision_name=cfg.precision,
-                trainer_kwargs={
-                    # A `text` column makes this a language-modelling dataset for TRL: loss on
-                    # every token, EOS appended to each document.
-                    "dataset_text_field": "text",
-                    "completion_only_loss": False,
-                    "max_length": cfg.max_length,
-                    "packing": cfg.packing,
-                    # bfd_split keeps every token: a document longer than a block is split,
-                    # not truncated; documents packed together do not attend to each other.
-                    "packing_strategy": "bfd_split",
-                    "dataset_num_proc": None,
-                    **cfg.trainer_kwargs,
-                },
+                cfg,
+                # A `text` column makes this a language-modelling dataset for TRL: loss on
+                # every token, EOS appended to each document.
+                dataset_text_field="text",
+                completion_only_loss=False,
+                max_length=cfg.max_length,
+                packing=cfg.packing,
+                # bfd_split keeps every token: a document longer than a block is split,
+                # not truncated; documents packed together do not attend to each other.
+                packing_strategy="bfd_split",
+                dataset_num_proc=None,
             )
         )
         trainer = SFTTrainer(
