@@ -143,12 +143,12 @@ def observe(
     return result
 
 
-# Per-answer log-probs of reference checkpoints, so that every stage of a run is compared with
-# the base model without loading and scoring the base model again: {(fingerprint, dtype, pairs
-# digest): scores}. A checkpoint's fingerprint names its weights (see ladder.pipeline), so a hit
-# is the same model on the same pairs. Bounded: a process observes few references.
-_REFERENCE_SCORES: dict[tuple[str, str, str], list[float]] = {}
-_REFERENCE_SCORES_MAX = 8
+# Per-answer log-probs of the checkpoints observed in this process, so that every stage of a run
+# is compared with the base model without loading and scoring the base model again:
+# {(fingerprint, dtype, pairs digest): scores}. A checkpoint's fingerprint names its weights (see
+# ladder.pipeline), so a hit is the same model on the same pairs. Bounded: a run observes few.
+_SCORES: dict[tuple[str, str, str], list[float]] = {}
+_SCORES_MAX = 8
 
 
 def _pairs_digest(pairs: Sequence[Mapping[str, Any]]) -> str:
@@ -158,19 +158,13 @@ def _pairs_digest(pairs: Sequence[Mapping[str, Any]]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _score_key(checkpoint: Checkpoint, model: Any, pairs: Sequence[Mapping[str, Any]]) -> tuple[str, str, str] | None:
+def _remember(checkpoint: Checkpoint, where: tuple[str, str], scores: list[float]) -> None:
+    """Keep ``scores`` of ``checkpoint`` under ``where`` = (dtype, pairs digest)."""
     if not checkpoint.fingerprint:
-        return None
-    dtype = str(next(model.parameters()).dtype)
-    return checkpoint.fingerprint, dtype, _pairs_digest(pairs)
-
-
-def _remember(key: tuple[str, str, str] | None, scores: list[float]) -> None:
-    if key is None:
         return
-    if len(_REFERENCE_SCORES) >= _REFERENCE_SCORES_MAX:
-        _REFERENCE_SCORES.pop(next(iter(_REFERENCE_SCORES)))
-    _REFERENCE_SCORES[key] = list(scores)
+    if len(_SCORES) >= _SCORES_MAX:
+        _SCORES.pop(next(iter(_SCORES)))
+    _SCORES[(checkpoint.fingerprint, *where)] = list(scores)
 
 
 def _preference(
@@ -192,7 +186,8 @@ def _preference(
     from ladder.training.models import load_model
 
     scores = pair_logprobs(model, tokenizer, pairs, batch_size=settings.batch_size)
-    _remember(_score_key(checkpoint, model, pairs), scores)
+    where = (str(next(model.parameters()).dtype), _pairs_digest(pairs))
+    _remember(checkpoint, where, scores)
     logp = preference_summary(scores)
     if reference is None:
         return logp
@@ -202,8 +197,7 @@ def _preference(
         # policy == reference: every implicit reward is exactly 0, every pair a tie
         out.update(accuracy=0.5, margin=0.0)
         return out
-    key = _score_key(reference, model, pairs)
-    ref_scores = _REFERENCE_SCORES.get(key) if key is not None else None
+    ref_scores = _SCORES.get((reference.fingerprint, *where)) if reference.fingerprint else None
     if ref_scores is None:
         ref_model = load_model(reference, options)
         try:
@@ -211,7 +205,7 @@ def _preference(
         finally:
             del ref_model
             _release_memory()
-        _remember(_score_key(reference, model, pairs), ref_scores)
+        _remember(reference, where, ref_scores)
     implicit = preference_summary(scores, ref_scores)
     out.update(accuracy=implicit["accuracy"], margin=implicit["margin"])
     return out

@@ -244,11 +244,11 @@ def test_stages_are_compared_with_the_reference_scored_once(tiny_model: Path, tm
     expected = preference_accuracy(changed, load_tokenizer(tiny_model), PAIRS,
                                    ref_model=load_model(tiny_model, device="cpu"), beta=0.1)
 
-    insight._REFERENCE_SCORES.clear()
+    insight._SCORES.clear()
     observe(base, tmp_path / "o0", probes=[], evals={"preference": PAIRS}, reference=base)
-    assert len(insight._REFERENCE_SCORES) == 1  # the base's scores, kept
+    assert len(insight._SCORES) == 1  # the base's scores, kept
     kept = observe(policy, tmp_path / "o1", probes=[], evals={"preference": PAIRS}, reference=base)
-    insight._REFERENCE_SCORES.clear()
+    insight._SCORES.clear()
     loaded = observe(policy, tmp_path / "o2", probes=[], evals={"preference": PAIRS}, reference=base)
     for result in (kept, loaded):
         pref = result["eval"]["preference"]

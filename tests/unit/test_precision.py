@@ -8,7 +8,7 @@ import pytest
 
 from ladder.errors import ConfigError
 from ladder.training import models
-from ladder.training.models import inference_dtype, precision
+from ladder.training.models import default_dtype, precision
 
 
 def test_auto_on_cpu_is_fp32_and_tells_the_trainer_it_is_on_cpu() -> None:
@@ -41,5 +41,5 @@ def test_fp16_needs_a_gpu_and_unknown_names_are_refused() -> None:
 def test_cpu_inference_is_fp32_whatever_the_cpu() -> None:
     import torch
 
-    assert inference_dtype("cpu") == torch.float32
+    assert default_dtype("cpu") == torch.float32
     assert isinstance(models.cpu_has_native_bf16(), bool)

@@ -20,7 +20,7 @@ __all__ = [
     "device_name",
     "precision",
     "cpu_has_native_bf16",
-    "inference_dtype",
+    "default_dtype",
     "load_tokenizer",
     "load_model",
     "load_options",
@@ -43,9 +43,8 @@ def device_name() -> str:
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), as oneDNN reports it.
 
-    Where it does, bf16 autocast trains ~1.5x faster than fp32 and bf16 weights generate ~2x
-    faster (generation on CPU is bound by memory bandwidth); where it does not, bf16 is
-    emulated and slower than fp32.
+    Where it does, a bf16-autocast LoRA step takes ~0.7x the fp32 time and bf16 weights generate
+    in ~0.6x (``bench/cpu_precision.py``); where it does not, bf16 is emulated and slower.
     """
     import torch
 
@@ -89,13 +88,14 @@ def precision(requested: str | None = "auto", device: str | None = None) -> dict
     return flags
 
 
-def inference_dtype(device: str | None = None) -> torch.dtype:
-    """The dtype models are loaded in for probes, evaluations and serving on ``device``.
+def default_dtype(device: str | None = None) -> torch.dtype:
+    """The dtype :func:`load_model` loads weights in on ``device`` unless told otherwise.
 
-    bfloat16 on GPUs that support it, float16 on older GPUs, float32 on CPUs. On a CPU, bf16
-    weights would generate ~2x faster where the CPU has native bf16 units, but greedy answers
-    would then depend on how prompts are batched (bf16 rounding breaks near-ties differently
-    with different padding); probes must read the same whatever else is asked with them.
+    bfloat16 on GPUs that support it, float16 on older GPUs, float32 on CPUs, for training and
+    inference alike. On a CPU, ``precision: bf16`` training autocasts from these float32 master
+    weights; inference stays float32 although bf16 weights would generate faster, because bf16
+    greedy answers depend on how prompts are batched (rounding breaks near-ties differently with
+    different padding), and a probe must read the same whatever else is asked with it.
     """
     import torch
 
@@ -167,12 +167,10 @@ def load_model(
         checkpoint: a :class:`Checkpoint`, a local directory or a hub id.
         options: run options (see :func:`load_options`).
         kind: ``"policy"`` loads a causal LM; ``"reward"`` a sequence classifier.
-        dtype: defaults to :func:`inference_dtype` (bfloat16 on GPUs that support it,
-            float16 on older GPUs, float32 on CPUs; training on a CPU computes in bf16 under
-            autocast from these float32 weights where the CPU supports it, see :func:`precision`).
+        dtype: defaults to :func:`default_dtype` (bfloat16 on GPUs that support it, float16 on
+            older GPUs, float32 on CPUs).
         device: where to put the model; defaults to :func:`device_name`.
     """
-    import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     path, revision = _source(checkpoint)
@@ -180,7 +178,7 @@ def load_model(
     if device == "cuda" and os.environ.get("LOCAL_RANK"):  # one process per GPU under accelerate
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     if dtype is None:
-        dtype = inference_dtype(device.split(":")[0])
+        dtype = default_dtype(device.split(":")[0])
     kwargs = load_options({**(options or {}), "revision": revision or (options or {}).get("revision")})
     cls = AutoModelForSequenceClassification if kind == "reward" else AutoModelForCausalLM
     if kind == "reward":
