@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "check_pairs",
     "check_problems",
+    "heldout_preference",
     "pair_logprobs",
     "preference_accuracy",
     "preference_summary",
@@ -234,6 +235,42 @@ def preference_summary(
             raise ValueError(f"{len(scores)} policy scores but {len(ref_scores)} reference scores")
         scores = [beta * (s - r) for s, r in zip(scores, ref_scores, strict=True)]
     return _summary(scores[0::2], scores[1::2])
+
+
+def heldout_preference(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[Mapping[str, Any]],
+    *,
+    reference_scores: Sequence[float] | None = None,
+    beta: float = 0.1,
+    batch_size: int = 8,
+) -> tuple[dict[str, Any] | None, list[float]]:
+    """A training stage's held-out preference metrics, before or after training, and the scores.
+
+    Call it once on the input policy before training (``reference_scores`` None: the policy
+    *is* the reference, so ``accuracy`` is 0.5 and ``margin`` 0 by construction), and once after
+    training with the scores the first call returned: ``accuracy``/``margin`` are then the
+    implicit reward ``beta * (logp - logp_input)``, on how many pairs the policy moved towards
+    the chosen answer more than towards the rejected one. ``logp_accuracy``/``logp_margin`` are
+    reference-free (summed log-probs; they favour the shorter answer). Each call scores
+    ``model`` once.
+
+    Returns:
+        ``(None, [])`` without pairs; else ``({"accuracy", "margin", "logp_accuracy",
+        "logp_margin", "n"}, per-answer scores)``.
+    """
+    if not pairs:
+        return None, []
+    scores = pair_logprobs(model, tokenizer, pairs, batch_size=batch_size)
+    logp = preference_summary(scores)
+    implicit = (
+        preference_summary(scores, reference_scores, beta=beta)
+        if reference_scores is not None
+        else {"accuracy": 0.5, "margin": 0.0}
+    )
+    return {"accuracy": implicit["accuracy"], "margin": implicit["margin"], "logp_accuracy": logp["accuracy"],
+            "logp_margin": logp["margin"], "n": logp["n"]}, scores
 
 
 def preference_accuracy(

@@ -23,9 +23,8 @@ from ladder.data.loading import as_spec, content_hash, load_rows
 from ladder.data.preference import normalize_preference_rows, split_heldout
 from ladder.errors import ConfigError, DataError, LadderError
 from ladder.stage import BaseStage, StageContext, config_to_dict
-from ladder.training.lora import LoraSettings
 from ladder.training.chat_template import input_eos_ids
-from ladder.training.lora import adapter_off
+from ladder.training.lora import LoraSettings, adapter_off
 
 if TYPE_CHECKING:
     from ladder.checkpoint import Checkpoint
@@ -119,10 +118,6 @@ class DPOStageConfig:
         converter=dict,
         metadata={"help": "passed through to trl.DPOConfig (e.g. loss_type, label_smoothing)"},
     )
-
-
-
-
 
 
 def _trained_tokens(trainer: Any, cfg: DPOStageConfig) -> int:
@@ -284,28 +279,8 @@ class DPO(BaseStage):
         }
         return trainer, facts
 
-    def _measure(self, model: Any, tokenizer: Any, heldout: list[dict[str, Any]], beta: float, *,
-                 reference_scores: list[float] | None = None) -> tuple[dict[str, Any] | None, list[float]]:
-        """Held-out preference metrics of the policy, and its per-answer log-probs.
-
-        Before training (``reference_scores`` is None) the policy *is* the reference (a fresh
-        LoRA adapter is a no-op): every implicit reward is 0, and the scores returned are the
-        reference's, which the measurement after training compares against.
-        """
-        from ladder.evaluate import pair_logprobs, preference_summary
-
-        if not heldout:
-            return None, []
-        scores = pair_logprobs(model, tokenizer, heldout, batch_size=self.config.eval_batch_size)
-        logp = preference_summary(scores)
-        if reference_scores is None:
-            return {"accuracy": 0.5, "margin": 0.0, "logp_accuracy": logp["accuracy"],
-                    "logp_margin": logp["margin"], "n": logp["n"]}, scores
-        implicit = preference_summary(scores, reference_scores, beta=beta)
-        return {"accuracy": implicit["accuracy"], "margin": implicit["margin"], "logp_accuracy": logp["accuracy"],
-                "logp_margin": logp["margin"], "n": implicit["n"]}, scores
-
     def run(self, checkpoint: Checkpoint, ctx: StageContext) -> Checkpoint:
+        from ladder.evaluate import heldout_preference
         from ladder.training.common import (
             last_complete_trainer_checkpoint,
             main_process_model,
@@ -317,7 +292,8 @@ class DPO(BaseStage):
         trainer, facts = self.build_trainer(checkpoint, ctx)
         tokenizer, heldout, beta = facts["tokenizer"], facts["heldout"], facts["beta"]
         # Before train(): the model is not yet wrapped for distribution, every process holds it whole.
-        before, reference_scores = self._measure(adapter_off(trainer.model), tokenizer, heldout, beta)
+        before, reference_scores = heldout_preference(adapter_off(trainer.model), tokenizer, heldout, beta=beta,
+                                                      batch_size=cfg.eval_batch_size)
 
         resume = last_complete_trainer_checkpoint(ctx.trainer_dir)
         if resume is not None:
@@ -330,7 +306,8 @@ class DPO(BaseStage):
         if trained is None:  # not the main process: the main one measures and publishes
             return checkpoint
 
-        after, _ = self._measure(trained, tokenizer, heldout, beta, reference_scores=reference_scores)
+        after, _ = heldout_preference(trained, tokenizer, heldout, reference_scores=reference_scores, beta=beta,
+                                      batch_size=cfg.eval_batch_size)
         if before is not None and after is not None:
             logger.info(
                 "%s held-out preference accuracy %.3f -> %.3f (log-prob accuracy %.3f -> %.3f, %d pairs)",

@@ -31,9 +31,8 @@ from ladder.data.loading import as_spec, content_hash, load_rows
 from ladder.data.verifiable import DEFAULT_INSTRUCTION, normalize_verifiable_rows
 from ladder.errors import ConfigError, DataError, LadderError, MissingDependencyError, StageError
 from ladder.stage import config_to_dict
-from ladder.training.lora import LoraSettings
 from ladder.training.chat_template import input_eos_ids
-from ladder.training.lora import adapter_off
+from ladder.training.lora import LoraSettings, adapter_off
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
@@ -53,7 +52,6 @@ __all__ = [
     "first_last",
     "generation_batch_problems",
     "heldout_pair_rows",
-    "heldout_preference",
     "indexed_prompt_rows",
     "input_eos_ids",
     "is_path_reference",
@@ -789,8 +787,6 @@ def fingerprint_rl_data(cfg: RLStageConfig) -> Any:
     return data if len(data) > 1 else data["prompts"]
 
 
-
-
 def resolve_use_vllm(setting: Any, mode: str) -> bool:
     """Whether rollouts go through vLLM; ``"auto"`` means: vllm installed and a CUDA GPU present."""
     import torch
@@ -929,10 +925,12 @@ def run_rl_stage(stage: Any, checkpoint: Checkpoint, ctx: StageContext, algo: Al
     zero-spread watch: ``learned_reward_first``/``_last`` (the reward model's score),
     ``kl_first``/``_last`` (with ``beta > 0``), ``completion_length_first``/``_last``/``_change``
     and, with ``heldout_pairs``, ``heldout_before``/``heldout_after`` (see
-    :func:`heldout_preference`). When the learned reward rose while the policy moved towards the
-    rejected held-out answers, or the answers' length changed by more than half, it records a
-    ``reward_hacking_warning`` (shown as a note in the report).
+    :func:`ladder.evaluate.heldout_preference`; implicit reward with ``beta = 1``). When the
+    learned reward rose while the policy moved towards the rejected held-out answers, or the
+    answers' length changed by more than half, it records a ``reward_hacking_warning`` (shown as
+    a note in the report).
     """
+    from ladder.evaluate import heldout_preference
     from ladder.training.common import (
         last_complete_trainer_checkpoint,
         main_process_model,
@@ -944,8 +942,10 @@ def run_rl_stage(stage: Any, checkpoint: Checkpoint, ctx: StageContext, algo: Al
     trainer, facts = stage.build_trainer(checkpoint, ctx)
     rows, tokenizer, watch, heldout = facts["rows"], facts["tokenizer"], facts["watch"], facts["heldout"]
     names = facts["reward_names"]
-    # Before train(): the adapter is freshly initialised (B = 0), so this is the input policy.
-    before = heldout_preference(trainer.model, tokenizer, heldout, trained=False, batch_size=cfg.eval_batch_size)
+    # Before train(): the input policy (the adapter disabled; a full fine-tune has not moved yet).
+    policy = trainer.model
+    before, input_scores = heldout_preference(adapter_off(policy) if hasattr(policy, "disable_adapter") else policy,
+                                              tokenizer, heldout, beta=1.0, batch_size=cfg.eval_batch_size)
     resume = last_complete_trainer_checkpoint(ctx.trainer_dir)
     if resume is not None:
         logger.info("resuming %s from %s", stage.name, resume)
@@ -956,7 +956,8 @@ def run_rl_stage(stage: Any, checkpoint: Checkpoint, ctx: StageContext, algo: Al
     trained = main_process_model(trainer, checkpoint, ctx)  # every process of a launch calls it
     if trained is None:  # not the main process: the main one measures and publishes
         return checkpoint
-    after = heldout_preference(trained, tokenizer, heldout, trained=True, batch_size=cfg.eval_batch_size)
+    after, _ = heldout_preference(trained, tokenizer, heldout, reference_scores=input_scores, beta=1.0,
+                                  batch_size=cfg.eval_batch_size)
 
     history = trainer.state.log_history
     tokens = _numbers(history, "num_tokens")
@@ -1036,45 +1037,6 @@ def _reward_hacking_warning(metrics: Mapping[str, Any]) -> str | None:
         "exploiting the reward model rather than getting better (reward hacking). Read the probe answers; raise "
         "beta (the KL penalty), train fewer steps, or improve the reward model's data."
     )
-
-
-
-
-def heldout_preference(
-    model: Any, tokenizer: Any, pairs: Sequence[Mapping[str, Any]], *, trained: bool, batch_size: int = 8
-) -> dict[str, Any] | None:
-    """Preference metrics of an RL policy on held-out pairs: an independent check of its reward.
-
-    ``logp_accuracy``/``logp_margin``: reference-free, the summed log-probabilities of the
-    chosen and rejected answers (:func:`ladder.evaluate.preference_accuracy`); they favour the
-    shorter answer. ``accuracy``/``margin``: the log-ratio to the input policy (DPO's implicit
-    reward with ``beta = 1``): on how many pairs the policy moved towards the chosen answer
-    more than towards the rejected one. Before training the policy *is* its input, so
-    ``accuracy`` is 0.5 and ``margin`` 0 by construction.
-
-    Args:
-        model: the PEFT policy; with its adapter disabled it is the input policy.
-        trained: whether the adapter has trained (``False``: measure the input policy).
-
-    Returns:
-        ``None`` without pairs; else ``{"accuracy", "margin", "logp_accuracy", "logp_margin", "n"}``.
-    """
-    from ladder.evaluate import preference_accuracy
-
-    if not pairs:
-        return None
-    has_adapter = hasattr(model, "disable_adapter")
-    reference = adapter_off(model) if has_adapter else None
-    if not trained:
-        logp = preference_accuracy(reference or model, tokenizer, pairs, batch_size=batch_size)
-        return {"accuracy": 0.5, "margin": 0.0, "logp_accuracy": logp["accuracy"], "logp_margin": logp["margin"],
-                "n": logp["n"]}
-    logp = preference_accuracy(model, tokenizer, pairs, batch_size=batch_size)
-    out = {"logp_accuracy": logp["accuracy"], "logp_margin": logp["margin"], "n": logp["n"]}
-    if reference is not None:
-        implicit = preference_accuracy(model, tokenizer, pairs, ref_model=reference, beta=1.0, batch_size=batch_size)
-        out = {"accuracy": implicit["accuracy"], "margin": implicit["margin"], **out}
-    return out
 
 
 # ------------------------------------------------------------------------------------------------
