@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ladder.layout import COMPLETE, TMP_INFIX
+
 __all__ = [
     "COMPLETE_MARKER",
     "atomic_dir",
@@ -27,8 +29,8 @@ __all__ = [
     "clean_leftovers",
 ]
 
-COMPLETE_MARKER = "COMPLETE"
-_TMP_INFIX = ".tmp-"
+COMPLETE_MARKER = COMPLETE
+_TMP_INFIX = TMP_INFIX
 
 
 def _umask() -> int:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, runtime_checkabl
 import attrs
 
 from ladder.errors import ConfigError, MissingDependencyError
+from ladder.training.chat_format import END_OF_TURN_TOKENS, stop_token_ids
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -62,11 +63,6 @@ logger = logging.getLogger(__name__)
 Backend = Literal["auto", "transformers", "vllm"]
 #: A chat conversation (``[{"role": ..., "content": ...}, ...]``) or a bare user prompt.
 Conversation = str | Sequence[Mapping[str, Any]]
-
-# End-of-turn tokens of common chat formats (ChatML, Llama 3, Gemma, Phi-3). A model trained on
-# its chat format ends an answer with one of these, which is often not the tokenizer's EOS
-# (base Qwen2.5's EOS is <|endoftext|>, its turns end with <|im_end|>).
-END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
 
 
 @attrs.frozen(kw_only=True)
@@ -193,41 +189,6 @@ def encode_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     """Token ids of ``text`` without added special tokens."""
     # The chat template already writes any BOS token the model expects.
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def _token_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int | None:
-    tid = tokenizer.convert_tokens_to_ids(token)
-    if not isinstance(tid, int) or tid < 0 or tid == tokenizer.unk_token_id:
-        return None
-    # convert_tokens_to_ids can map an unknown token to some fallback id: check the way back.
-    return tid if tokenizer.convert_ids_to_tokens(tid) == token else None
-
-
-def stop_token_ids(model: Any, tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:
-    """Token ids that end an answer.
-
-    The model's ``generation_config.eos_token_id`` (an int or a list), the tokenizer's EOS, and
-    the chat format's end-of-turn token (``<|im_end|>``, ``<|eot_id|>``, ...) when it is in the
-    vocabulary and used by the chat template. ``model`` may be ``None`` (tokenizer only).
-    """
-    ids: list[int] = []
-
-    def add(value: Any) -> None:
-        if value is None:
-            return
-        for v in value if isinstance(value, (list, tuple)) else [value]:
-            if isinstance(v, int) and v >= 0 and v not in ids:
-                ids.append(v)
-
-    config = getattr(model, "generation_config", None) if model is not None else None
-    add(getattr(config, "eos_token_id", None))
-    add(tokenizer.eos_token_id)
-    template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None
-    for token in END_OF_TURN_TOKENS:
-        if template is not None and token not in template:
-            continue
-        add(_token_id(tokenizer, token))
-    return tuple(ids)
 
 
 def _finish(

@@ -25,6 +25,7 @@ from typing import Any
 
 from ladder.errors import ConfigError, LadderError, RecipeError, ValidationError
 from ladder.registry import stages as stage_registry
+from ladder.settings import is_path_reference, looks_like_text_file, path_settings
 
 __all__ = ["load_recipe", "pipeline_from_dict", "TOP_LEVEL_KEYS"]
 
@@ -42,23 +43,69 @@ TOP_LEVEL_KEYS = {
     "executor": "where stages run: local (default), accelerate, modal",
 }
 _STAGE_KEYS = ("stage", "name", "input", "gpu", "executor")
-_PATH_KEYS = ("dataset", "eval_dataset", "heldout_pairs", "chat_template_file")
 
 
 def _resolve_path(value: Any, base: Path | None) -> Any:
+    """A relative path that exists below the recipe's folder, made absolute; anything else as it is."""
     if base is None:
         return value
-    if isinstance(value, str) and not os.path.isabs(value):
-        candidate = base / value
+    if isinstance(value, str) and value and not os.path.isabs(value):
+        candidate = base / os.path.expanduser(value)
         if candidate.exists():
             return str(candidate.resolve())
+    return value
+
+
+def _resolve_data(value: Any, base: Path | None) -> Any:
+    """A dataset setting with its file paths resolved: a path, a ``{source: ...}`` mapping, or a
+    ``{mix: [...]}`` of such parts."""
     if isinstance(value, Mapping):
         out = dict(value)
         for key in ("source", "path"):
             if key in out:
                 out[key] = _resolve_path(out[key], base)
+        if isinstance(out.get("mix"), list):
+            out["mix"] = [_resolve_data(part, base) for part in out["mix"]]
         return out
-    return value
+    return _resolve_path(value, base)
+
+
+def _resolve_text(key: str, value: Any, base: Path | None) -> Any:
+    """A text setting given as a file (``chat_template: templates/chatml.jinja``) read into text."""
+    if not looks_like_text_file(value):
+        return value
+    path = Path(os.path.expanduser(value))
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"setting {key!r}: {value!r} names no file (looked for {path}); give the text itself, or the path "
+            "of an existing file relative to the recipe's folder"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"setting {key!r}: cannot read {path}: {exc}") from None
+
+
+def resolve_settings(config_cls: type, settings: dict[str, Any], base: Path | None) -> dict[str, Any]:
+    """``settings`` with every path a field's metadata declares resolved against ``base``
+    (see :mod:`ladder.settings`): datasets, files, folders, checkpoint folders, text files."""
+    out = dict(settings)
+    for key, kind in path_settings(config_cls):
+        if key not in out:
+            continue
+        value = out[key]
+        if kind == "data":
+            out[key] = _resolve_data(value, base)
+        elif kind == "text":
+            out[key] = _resolve_text(key, value, base)
+        elif kind == "checkpoint_ref":
+            if isinstance(value, str) and is_path_reference(value):
+                out[key] = _resolve_path(value, base)
+        else:
+            out[key] = _resolve_path(value, base)
+    return out
 
 
 def load_recipe(path: str | os.PathLike[str], **overrides: Any) -> Any:
@@ -128,7 +175,7 @@ def pipeline_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None,
         problems.append(f"`executor:` must be one of {', '.join(EXECUTORS)}, got {data.get('executor')!r}")
     if problems:
         raise ValidationError(problems)
-    evals = {k: _resolve_path(v, base_dir) for k, v in (data.get("evals") or {}).items()}
+    evals = {k: _resolve_data(v, base_dir) for k, v in (data.get("evals") or {}).items()}
     return Pipeline(
         built,
         model=model,
@@ -168,17 +215,7 @@ def _build_stage(raw: Any, index: int, base_dir: Path | None) -> Any:
         raise ConfigError(f"`stage:` is required (one of: {', '.join(stage_registry.names())})")
     cls = stage_registry.get(kind)
     settings = {k: v for k, v in raw.items() if k not in _STAGE_KEYS}
-    for key in _PATH_KEYS:
-        if key in settings:
-            settings[key] = _resolve_path(settings[key], base_dir)
-    # reward_model is a stage name, or a folder when it is written as a path (./my-rm)
-    reward_model = settings.get("reward_model")
-    if isinstance(reward_model, str) and ("/" in reward_model or os.sep in reward_model):
-        settings["reward_model"] = _resolve_path(reward_model, base_dir)
-    if base_dir is not None and isinstance(settings.get("chat_template"), str):
-        candidate = base_dir / settings["chat_template"]
-        if settings["chat_template"].endswith((".jinja", ".j2")) and candidate.is_file():
-            settings["chat_template"] = candidate.read_text(encoding="utf-8")
+    settings = resolve_settings(cls.Config, settings, base_dir)
     stage = cls(name=raw.get("name"), input=raw.get("input"), **settings)
     placement = {k: raw[k] for k in ("gpu", "executor") if k in raw}
     if placement:

@@ -14,6 +14,7 @@ import attrs
 
 from ladder.atomic import atomic_write_json
 from ladder.errors import ConfigError
+from ladder.layout import MANIFEST, stage_dir_name
 
 __all__ = ["Manifest", "versions", "redact", "safe_name", "stage_dir_name"]
 
@@ -35,10 +36,6 @@ def safe_name(name: str, what: str = "stage name") -> str:
             f"or digit (at most 64 characters, no '..' or '/'); it names a directory in the run"
         )
     return name
-
-
-def stage_dir_name(index: int, name: str) -> str:
-    return f"{index:02d}-{name}"
 
 
 def redact(value: Any) -> Any:
@@ -74,7 +71,7 @@ class Manifest:
     @classmethod
     def start(cls, run_dir: Path, *, run_name: str, recipe: Mapping[str, Any], settings: Mapping[str, Any],
               base: Mapping[str, Any], stages: list[dict[str, Any]]) -> Manifest:
-        path = run_dir / "manifest.json"
+        path = run_dir / MANIFEST
         previous: dict[str, Any] = {}
         if path.exists():
             import json

@@ -93,7 +93,8 @@ def _preload() -> None:
     import ladder.stages.dpo  # noqa: F401
     import ladder.stages.grpo  # noqa: F401
     import ladder.stages.sft  # noqa: F401
-    import ladder.training.common  # noqa: F401
+    import ladder.training.fit  # noqa: F401
+    import ladder.training.publish  # noqa: F401
 
 
 def serve() -> None:

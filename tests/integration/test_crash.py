@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 
 from ladder.atomic import COMPLETE_MARKER
-from ladder.training.common import last_complete_trainer_checkpoint
+from ladder.training.fit import last_complete_trainer_checkpoint
 
 SCRIPT = Path(__file__).with_name("crash_pipeline.py")
 SEED = 20240611

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from ladder.atomic import atomic_dir, clean_leftovers, is_complete
-from ladder.pipeline import _TrainerJournal
+from ladder.journal import TrainerJournal
 
 
 def test_interrupted_replacement_puts_the_published_dir_back(tmp_path: Path) -> None:
@@ -51,7 +51,7 @@ def _checkpoint(trainer_dir: Path, step: int, max_steps: int = 10) -> None:
 def test_trainer_log_journal_resumes_with_the_steps_not_trained_again(tmp_path: Path) -> None:
     trainer_dir = tmp_path / ".trainer" / "sft-abc"
     _checkpoint(trainer_dir, 2)
-    journal = _TrainerJournal(trainer_dir)
+    journal = TrainerJournal(trainer_dir)
     lines = [json.dumps({"step": s, "loss": 1.0 / s}) for s in (1, 2, 3)]
     lines += [json.dumps({"step": 3, "train_runtime": 1.0}), '{"step": 4, "lo']  # cut by the crash
     journal.path.write_text("\n".join(lines))
@@ -77,7 +77,7 @@ def test_trainer_log_journal_resumes_with_the_steps_not_trained_again(tmp_path: 
 def test_trainer_log_journal_starts_empty_without_a_checkpoint(tmp_path: Path) -> None:
     trainer_dir = tmp_path / ".trainer" / "dpo-abc"
     trainer_dir.mkdir(parents=True)
-    journal = _TrainerJournal(trainer_dir)
+    journal = TrainerJournal(trainer_dir)
     journal.path.write_text('{"step": 1}\n')  # an attempt that crashed before its first checkpoint
     work = tmp_path / "work"
     work.mkdir()
@@ -88,7 +88,7 @@ def test_trainer_log_journal_starts_empty_without_a_checkpoint(tmp_path: Path) -
 
 def test_model_card_leaves_credentials_out(tmp_path: Path) -> None:
     from ladder.checkpoint import Checkpoint
-    from ladder.training.common import write_model_card
+    from ladder.training.publish import write_model_card
 
     ckpt = Checkpoint(path=str(tmp_path), stage="sft", parent=Checkpoint.base("base-model"), fingerprint="f00")
     secret = "hf_" + "a1B2" * 8

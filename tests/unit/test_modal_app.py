@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ladder.errors import ConfigError, MissingDependencyError
+from ladder.recipe import load_recipe
 
 modal = pytest.importorskip(
     "modal", reason="modal is not installed: pip install 'ladder[modal]' (real-Modal tests are marked `modal`)"
@@ -73,7 +74,7 @@ def _dockerfile(image: object) -> list[str]:
 
 
 def test_description_of_a_three_stage_recipe(recipe: Path) -> None:
-    _app, description = build_app(recipe, volume="ladder-ci", secret="hf-token", timeout=7200, retries=3, gpu="A100")
+    _app, description = build_app(load_recipe(recipe), volume="ladder-ci", secret="hf-token", timeout=7200, retries=3, gpu="A100")
     assert description["app"] == "ladder-three"
     functions = description["functions"]
     assert list(functions) == ["stage-01-sft", "stage-02-dpo", "stage-03-grpo"]
@@ -104,7 +105,7 @@ def test_description_of_a_three_stage_recipe(recipe: Path) -> None:
 
 def test_modal_objects_are_built_from_the_description(recipe: Path) -> None:
     settings = ModalSettings(volume="ladder-ci", secret="hf-token", timeout=7200, retries=3, gpu="A100")
-    description = describe_app(recipe, settings)
+    description = describe_app(load_recipe(recipe), settings)
     app, functions = _build(description)
     assert app.name == "ladder-three" and set(functions) == set(description["functions"])
     for name, fn in functions.items():
@@ -122,7 +123,10 @@ def test_modal_objects_are_built_from_the_description(recipe: Path) -> None:
     pip = next(line for line in lines if "pip install" in line and "torch==" in line)
     assert f"transformers=={md.version('transformers')}" in pip and f"trl=={md.version('trl')}" in pip
     assert any(line.startswith("COPY") for line in lines)
-    assert "RUN python -m pip install /opt/ladder-src/ladder" in lines
+    # ladder and every plugin installed here from a local folder, in one pip install of the copied sources
+    local = [p["remote"] for p in description["image"]["packages"] if p["install"] in ("local_dir", "local_file")]
+    install = next(line for line in lines if line.startswith("RUN python -m pip install /opt/ladder-src/"))
+    assert install.split()[5:] == local and "/opt/ladder-src/ladder" in local
     assert "ENV HF_HOME=/vol/hf-cache" in lines
 
 
@@ -133,7 +137,7 @@ def _raw(obj: object) -> object:
 
 
 def test_no_secret_and_bad_gpus(recipe: Path) -> None:
-    _app, description = build_app(recipe, secret=None)
+    _app, description = build_app(load_recipe(recipe), secret=None)
     assert all(fn["secrets"] == [] for fn in description["functions"].values())
     assert parse_gpu("h100:4") == ("H100", 4) and parse_gpu("A10G") == ("A10G", 1)
     for bad in ("H100:0", "H100:9", "two GPUs", ""):

@@ -163,10 +163,10 @@ def test_the_reward_model_is_part_of_the_fingerprint(tmp_path: Path) -> None:
 
 def test_reward_hacking_note() -> None:
     base = {"learned_reward_first": 0.1, "learned_reward_last": 0.9, "completion_length_first": 10.0}
-    assert rl._reward_hacking_warning({**base, "completion_length_last": 11.0,
+    assert rl.reward_hacking_warning({**base, "completion_length_last": 11.0,
                                        "completion_length_change": 0.1}) is None
-    note = rl._reward_hacking_warning({**base, "completion_length_last": 30.0, "completion_length_change": 2.0,
+    note = rl.reward_hacking_warning({**base, "completion_length_last": 30.0, "completion_length_change": 2.0,
                                        "heldout_after": {"accuracy": 0.3}})
     assert note is not None and "rejected answers" in note and "+200%" in note and "beta" in note
     falling = {**base, "learned_reward_last": 0.0, "completion_length_change": 2.0}
-    assert rl._reward_hacking_warning(falling) is None  # the reward did not rise
+    assert rl.reward_hacking_warning(falling) is None  # the reward did not rise

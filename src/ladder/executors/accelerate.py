@@ -14,7 +14,7 @@ fsdp1/2    PyTorch FSDP (version 1 or 2): weights sharded across GPUs
 
 or a path to an accelerate config file of your own. Every process runs the same stage;
 the trainer splits the batches between them, and only the main process saves, merges,
-verifies and writes the result (see :func:`ladder.training.common.main_process_model`).
+verifies and writes the result (see :func:`ladder.training.fit.main_process_model`).
 
 On a machine without a GPU (or with ``cpu=True``) the processes are CPU processes joined by
 gloo (``accelerate launch --multi_gpu`` with ``ACCELERATE_USE_CPU=true``: accelerate's ``--cpu``
@@ -37,7 +37,7 @@ from ladder.executors.process import WORKER_MODULE, run_worker
 
 if TYPE_CHECKING:
     from ladder.checkpoint import Checkpoint
-    from ladder.stage import Stage, StageContext
+    from ladder.stage import Stage, StageContext, StageResult
 
 __all__ = ["AccelerateExecutor", "TRL_PROFILES", "profile_path"]
 
@@ -183,7 +183,7 @@ class AccelerateExecutor:
             return "fp16"  # TRL's profiles ask for bf16, which these GPUs lack
         return None
 
-    def run_stage(self, stage: Stage, checkpoint: Checkpoint, ctx: StageContext) -> Checkpoint:
+    def run_stage(self, stage: Stage, checkpoint: Checkpoint, ctx: StageContext) -> StageResult:
         launch, env = self.launch_args()
         where = f"accelerate launch ({self.num_processes} {'CPU processes' if self._uses_cpu() else 'GPUs'}, {self.config})"
         return run_worker(

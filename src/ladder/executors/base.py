@@ -1,8 +1,10 @@
-"""The executor interface: runs one stage somewhere and returns its checkpoint."""
+"""The executor interface: runs one stage somewhere and returns what it produced."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from ladder.stage import StageResult, as_result
 
 if TYPE_CHECKING:
     from ladder.checkpoint import Checkpoint
@@ -13,7 +15,7 @@ __all__ = ["Executor", "LocalExecutor"]
 
 @runtime_checkable
 class Executor(Protocol):
-    """Runs ``stage`` from ``checkpoint`` with ``ctx`` and returns the stage's checkpoint.
+    """Runs ``stage`` from ``checkpoint`` with ``ctx`` and returns its :class:`~ladder.stage.StageResult`.
 
     The contract is the stage's own: artifacts land in ``ctx.work_dir`` (the pipeline publishes
     them), resumable state in ``ctx.trainer_dir``. A remote executor ships the stage as its
@@ -22,7 +24,7 @@ class Executor(Protocol):
 
     name: str
 
-    def run_stage(self, stage: Stage, checkpoint: Checkpoint, ctx: StageContext) -> Checkpoint: ...
+    def run_stage(self, stage: Stage, checkpoint: Checkpoint, ctx: StageContext) -> StageResult: ...
 
 
 class LocalExecutor:
@@ -30,5 +32,5 @@ class LocalExecutor:
 
     name = "local"
 
-    def run_stage(self, stage: Stage, checkpoint: Checkpoint, ctx: StageContext) -> Checkpoint:
-        return stage.run(checkpoint, ctx)
+    def run_stage(self, stage: Stage, checkpoint: Checkpoint, ctx: StageContext) -> StageResult:
+        return as_result(stage.run(checkpoint, ctx))

@@ -27,11 +27,12 @@ from typing import TYPE_CHECKING, Any
 from ladder import errors
 from ladder.atomic import atomic_write_json
 from ladder.errors import LadderError, StageError
+from ladder.layout import TRAINER_LOG
 from ladder.executors.worker import ERROR_NAME, RESULT_NAME, read_result, stage_spec, worker_spec_paths
 
 if TYPE_CHECKING:
     from ladder.checkpoint import Checkpoint
-    from ladder.stage import Stage, StageContext
+    from ladder.stage import Stage, StageContext, StageResult
 
 __all__ = ["SubprocessExecutor", "run_worker", "worker_command", "spec_dir_for", "reraise_worker_error"]
 
@@ -149,8 +150,8 @@ def run_worker(
     command: Callable[[Path], list[str]] = worker_command,
     env: Mapping[str, str] | None = None,
     where: str = "a subprocess",
-) -> Checkpoint:
-    """Run ``stage`` through the worker in a child process and return its checkpoint.
+) -> StageResult:
+    """Run ``stage`` through the worker in a child process and return what it produced.
 
     Args:
         stage, checkpoint, ctx: as :meth:`~ladder.executors.base.Executor.run_stage`.
@@ -174,7 +175,7 @@ def run_worker(
     child_env = {**os.environ, **dict(env or {})}
     logger.info("%s: running the stage worker in %s: %s", stage.name, where, " ".join(cmd))
 
-    forwarder = _LogForwarder(Path(ctx.work_dir) / "trainer_log.jsonl", ctx.on_log)
+    forwarder = _LogForwarder(Path(ctx.work_dir) / TRAINER_LOG, ctx.on_log)
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env)
     relay = threading.Thread(target=_relay, args=(proc.stdout, tail, f"[{stage.name}] "), daemon=True)
@@ -219,7 +220,7 @@ class SubprocessExecutor:
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         self.env = {str(k): str(v) for k, v in (env or {}).items()}
 
-    def run_stage(self, stage: Stage, checkpoint: Checkpoint, ctx: StageContext) -> Checkpoint:
+    def run_stage(self, stage: Stage, checkpoint: Checkpoint, ctx: StageContext) -> StageResult:
         return run_worker(stage, checkpoint, ctx, env=self.env, where="a subprocess")
 
     def __repr__(self) -> str:

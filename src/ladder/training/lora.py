@@ -7,9 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from ladder.errors import MergeVerificationError
+from ladder.settings import LoraSettings
 
 if TYPE_CHECKING:
     import torch
@@ -19,8 +18,10 @@ if TYPE_CHECKING:
 __all__ = [
     "LoraSettings",
     "adapter_off",
+    "input_policy",
     "drop_autocast_wrapper",
     "peft_config",
+    "peft_config_for",
     "reference_logits",
     "merge_adapter",
     "verify_merge",
@@ -29,35 +30,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def _targets(value: Any) -> Any:
-    if isinstance(value, str):
-        return value if value == "all-linear" else [v.strip() for v in value.split(",") if v.strip()]
-    return list(value)
-
-
-@attrs.frozen(kw_only=True)
-class LoraSettings:
-    """LoRA hyper-parameters (defaults: the reference recipe, r=8 on q_proj,v_proj)."""
-
-    r: int = attrs.field(default=8, validator=attrs.validators.ge(1), metadata={"help": "LoRA rank"})
-    alpha: int = attrs.field(default=16, validator=attrs.validators.ge(1), metadata={"help": "LoRA alpha"})
-    dropout: float = attrs.field(
-        default=0.05,
-        validator=[attrs.validators.ge(0.0), attrs.validators.lt(1.0)],
-        metadata={"help": "dropout on the LoRA path"},
-    )
-    target_modules: Any = attrs.field(
-        default=("q_proj", "v_proj"),
-        converter=_targets,
-        metadata={"help": 'module names, a comma-separated string, or "all-linear"'},
-    )
-    modules_to_save: tuple[str, ...] = attrs.field(
-        default=(),
-        converter=tuple,
-        metadata={"help": "modules trained fully and saved (e.g. embed_tokens, lm_head)"},
-    )
 
 
 def peft_config(settings: LoraSettings, task_type: str = "CAUSAL_LM") -> LoraConfig:
@@ -71,6 +43,12 @@ def peft_config(settings: LoraSettings, task_type: str = "CAUSAL_LM") -> LoraCon
         modules_to_save=list(settings.modules_to_save) or None,
         task_type=task_type,
     )
+
+
+def peft_config_for(settings: Any, task_type: str = "CAUSAL_LM") -> LoraConfig | None:
+    """The PEFT config for a stage's settings (:class:`~ladder.settings.TrainingSettings`):
+    its ``lora`` under ``finetuning: lora``, ``None`` (train every weight) under ``full``."""
+    return peft_config(settings.lora, task_type) if settings.finetuning == "lora" else None
 
 
 def _verification_inputs(model: PreTrainedModel, tokenizer: Any, texts: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -221,3 +199,9 @@ def adapter_off(peft_model: Any) -> Any:
                 return self.inner(*args, **kwargs)
 
     return _AdapterOff(peft_model)
+
+
+def input_policy(model: Any) -> Any:
+    """The model as it was before training, sharing its weights: the adapter disabled for a
+    PEFT model (:func:`adapter_off`); a fully fine-tuned model is itself until it trains."""
+    return adapter_off(model) if hasattr(model, "disable_adapter") else model

@@ -6,7 +6,8 @@ Installed, it registers the stage ``cpt`` (entry point ``ladder.stages``), so
 
 from __future__ import annotations
 
-from ladder_cpt.cpt import CPT, CPTStageConfig, load_texts
+from ladder_cpt.cpt import CPT, CPTStageConfig
+from ladder_cpt.data import load_texts
 
 __all__ = ["CPT", "CPTStageConfig", "load_texts", "__version__"]
 

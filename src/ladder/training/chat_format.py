@@ -1,4 +1,4 @@
-"""The chat-template and end-of-turn (EOS) contract.
+"""The chat format: which template a stage renders with, and which tokens end a turn.
 
 Assistant-only loss needs ``{% generation %}`` markers in the chat template. Most model
 templates lack them. ladder (1) keeps a template that has them, (2) uses TRL's training
@@ -22,15 +22,21 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
+    "END_OF_TURN_TOKENS",
+    "chat_template_for",
     "has_generation_markers",
     "training_chat_template",
     "end_of_turn_token",
     "eos_token_ids",
     "warn_if_end_of_turn_untrained",
     "input_eos_ids",
+    "stop_token_ids",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Tokens that end an assistant turn in the chat formats ladder knows (ChatML, Llama 3, Gemma, Phi).
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
 
 _SAMPLE_CHATS = [
     [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}],
@@ -153,7 +159,7 @@ def end_of_turn_token(tokenizer: PreTrainedTokenizerBase, template: str | None =
     template = template or tokenizer.chat_template or ""
     if isinstance(template, dict):
         template = template.get("default", "")
-    for candidate in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>"):
+    for candidate in (*END_OF_TURN_TOKENS, "<|endoftext|>"):
         if candidate in template and candidate in tokenizer.get_vocab():
             return candidate
     return tokenizer.eos_token
@@ -215,3 +221,71 @@ def input_eos_ids(checkpoint: Any, model: Any, tokenizer: PreTrainedTokenizerBas
         if tid not in ids:
             ids.append(tid)
     return ids
+
+
+def chat_template_for(
+    tokenizer: PreTrainedTokenizerBase,
+    checkpoint: Any = None,
+    override: str | None = None,
+    *,
+    where: str,
+    fix: str,
+) -> str:
+    """The chat template a stage renders conversations with, set on ``tokenizer``.
+
+    The recipe's ``override`` wins; else the checkpoint's own template (the one its tokenizer
+    carries). A tokenizer with several named templates uses its ``default`` one.
+
+    Args:
+        tokenizer: the checkpoint's tokenizer (its ``chat_template`` is set to the result).
+        checkpoint: the checkpoint (its ``chat_template``, when known, and path for messages).
+        override: a template the stage's settings give.
+        where: who needs it, for the message (``"stage 'dpo'"``).
+        fix: what the user can do, for the message.
+
+    Raises:
+        ConfigError: there is no template.
+    """
+    template = override or getattr(checkpoint, "chat_template", None) or tokenizer.chat_template
+    if isinstance(template, dict):
+        template = template.get("default")
+    if not template:
+        path = getattr(checkpoint, "path", None) or getattr(tokenizer, "name_or_path", "the model")
+        raise ConfigError(f"{where}: {path!r} has no chat template, so conversations cannot be rendered; {fix}")
+    tokenizer.chat_template = template
+    return template
+
+
+def _token_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int | None:
+    tid = tokenizer.convert_tokens_to_ids(token)
+    if not isinstance(tid, int) or tid < 0 or tid == tokenizer.unk_token_id:
+        return None
+    # convert_tokens_to_ids can map an unknown token to some fallback id: check the way back.
+    return tid if tokenizer.convert_ids_to_tokens(tid) == token else None
+
+
+def stop_token_ids(model: Any, tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:
+    """Token ids that end an answer in generation.
+
+    The model's ``generation_config.eos_token_id`` (an int or a list), the tokenizer's EOS, and
+    the chat format's end-of-turn token (:data:`END_OF_TURN_TOKENS`) when it is in the
+    vocabulary and used by the chat template. ``model`` may be ``None`` (tokenizer only).
+    """
+    ids: list[int] = []
+
+    def add(value: Any) -> None:
+        if value is None:
+            return
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, int) and v >= 0 and v not in ids:
+                ids.append(v)
+
+    config = getattr(model, "generation_config", None) if model is not None else None
+    add(getattr(config, "eos_token_id", None))
+    add(tokenizer.eos_token_id)
+    template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None
+    for token in END_OF_TURN_TOKENS:
+        if template is not None and token not in template:
+            continue
+        add(_token_id(tokenizer, token))
+    return tuple(ids)

@@ -1,0 +1,83 @@
+"""Every name in a run directory, in one place.
+
+```
+runs/<name>/
+  manifest.json                 MANIFEST
+  00-base/                      BASE_DIR: probes.jsonl, metrics.json, COMPLETE
+  01-sft/                       stage_dir_name(1, "sft")
+    model/  adapter/            MODEL_DIR, ADAPTER_DIR
+    metrics.json probes.jsonl   METRICS, PROBES
+    trainer_log.jsonl           TRAINER_LOG
+    COMPLETE                    COMPLETE (written last; holds the fingerprint and the checkpoint)
+  01-sft.tmp-XXXXXXXX/          a stage being written (TMP_INFIX), published by one rename
+  .trainer/<stage>-<fp>/        resumable trainer checkpoints (trainer_dir)
+  .executor/<stage>-<fp>/       a worker's SPEC.json / RESULT.json / ERROR.json (executor_dir)
+  report.html report.md plots/
+```
+Only this module spells these names; the pipeline, the executors, the report and the tools
+read them from here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+__all__ = [
+    "ADAPTER_DIR",
+    "BASE_DIR",
+    "COMPLETE",
+    "EXECUTOR_DIR",
+    "MANIFEST",
+    "METRICS",
+    "MODEL_DIR",
+    "PROBES",
+    "REPORT_HTML",
+    "REPORT_MD",
+    "PLOTS_DIR",
+    "TMP_INFIX",
+    "TRAINER_DIR",
+    "TRAINER_LOG",
+    "executor_dir",
+    "is_stage_dir_name",
+    "stage_dir_name",
+    "trainer_dir",
+]
+
+MANIFEST = "manifest.json"
+BASE_DIR = "00-base"
+MODEL_DIR = "model"
+ADAPTER_DIR = "adapter"
+METRICS = "metrics.json"
+PROBES = "probes.jsonl"
+TRAINER_LOG = "trainer_log.jsonl"
+COMPLETE = "COMPLETE"
+#: What a directory or file being written carries in its name until its one publishing rename.
+TMP_INFIX = ".tmp-"
+TRAINER_DIR = ".trainer"
+EXECUTOR_DIR = ".executor"
+REPORT_HTML = "report.html"
+REPORT_MD = "report.md"
+PLOTS_DIR = "plots"
+
+_STAGE_DIR = re.compile(r"^\d{2,}-.+$")
+
+
+def stage_dir_name(index: int, name: str) -> str:
+    """``01-sft``: a stage's directory, by its 1-based position and its name."""
+    return f"{index:02d}-{name}"
+
+
+def is_stage_dir_name(name: str) -> bool:
+    """Whether ``name`` is a stage's (or the base's) published directory name."""
+    return bool(_STAGE_DIR.match(name)) and TMP_INFIX not in name
+
+
+def trainer_dir(run_dir: str | Path, stage_name: str, fingerprint: str) -> Path:
+    """Where one attempt of a stage keeps its resumable trainer checkpoints."""
+    return Path(run_dir) / TRAINER_DIR / f"{stage_name}-{fingerprint or 'unfingerprinted'}"
+
+
+def executor_dir(run_dir: str | Path, stage_name: str, fingerprint: str) -> Path:
+    """Where a worker process's spec and result for one stage attempt live."""
+    return Path(run_dir) / EXECUTOR_DIR / f"{stage_name}-{fingerprint or 'unfingerprinted'}"

@@ -1,0 +1,409 @@
+"""Stage settings that describe themselves, and the training settings every stage shares.
+
+A stage's config is an ``attrs`` frozen class. Its fields carry their help text and, where it
+matters to the layers around the stage, what kind of value they hold, in field metadata:
+
+- ``data=True``: a dataset. The stage fingerprints its *content* (``fingerprint_data``), so the
+  field itself is left out of the config fingerprint; a recipe resolves a relative file path in
+  it against the recipe's folder.
+- ``path="file" | "dir" | "any"``: a local path. A recipe resolves it against its folder; the
+  pipeline adds the content identity of what it names to the stage's fingerprint, so replacing
+  the file re-trains the stage.
+- ``path="text"``: text that may be given as a file (``chat_template: templates/chatml.jinja``):
+  a recipe reads a value that names a ``.jinja``/``.j2``/``.txt`` file into the setting, and a
+  value that looks like such a file but does not exist is an error.
+- ``checkpoint_ref="reward" | "policy"``: the name of an earlier stage whose checkpoint (of that
+  kind) the stage uses besides its input, or a checkpoint folder written as a path (``./rm``).
+  The pipeline checks the reference in pre-flight (an earlier stage, of that kind) and puts
+  that checkpoint's fingerprint into the stage's.
+
+:func:`setting` builds such a field; :class:`TrainingSettings` holds the fields every training
+stage shares, declared once; a stage's config extends it and re-tunes defaults with
+:func:`training_default`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+import attrs
+
+from ladder.errors import ConfigError
+
+__all__ = [
+    "PATH_KINDS",
+    "LoraSettings",
+    "TrainingSettings",
+    "setting",
+    "training_default",
+    "bind_config",
+    "config_to_dict",
+    "fingerprint_config",
+    "path_settings",
+    "checkpoint_references",
+    "is_path_reference",
+    "path_problems",
+    "settings_problems",
+    "trainer_kwargs_problems",
+    "describe_settings",
+]
+
+PATH_KINDS = ("file", "dir", "any", "text")
+#: A ``path="text"`` setting whose value ends with one of these names a file to read.
+TEXT_FILE_SUFFIXES = (".jinja", ".j2", ".jinja2", ".txt", ".md")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+FINETUNING = ("lora", "full")
+_NOTHING = attrs.NOTHING
+
+
+def setting(
+    default: Any = _NOTHING,
+    *,
+    help: str,
+    validator: Any = None,
+    converter: Any = None,
+    factory: Any = None,
+    data: bool = False,
+    path: str | None = None,
+    checkpoint_ref: str | None = None,
+) -> Any:
+    """An ``attrs`` field with its help text and what kind of value it holds (see the module docs).
+
+    Example:
+        >>> import attrs
+        >>> @attrs.frozen(kw_only=True)
+        ... class MyConfig:
+        ...     corpus: str = setting(help="the text to train on", data=True)
+        ...     glossary: str | None = setting(None, help="a terms file", path="file")
+        >>> [f.metadata.get("path") for f in attrs.fields(MyConfig)]
+        [None, 'file']
+    """
+    if path is not None and path not in PATH_KINDS:
+        raise ValueError(f"path must be one of {PATH_KINDS}, got {path!r}")
+    if checkpoint_ref is not None and checkpoint_ref not in ("policy", "reward"):
+        raise ValueError(f"checkpoint_ref must be 'policy' or 'reward', got {checkpoint_ref!r}")
+    metadata: dict[str, Any] = {"help": help}
+    if data:
+        metadata["data"] = True
+    if path is not None:
+        metadata["path"] = path
+    if checkpoint_ref is not None:
+        metadata["checkpoint_ref"] = checkpoint_ref
+    if path == "text" and converter is None:
+        converter = text_or_file
+    kwargs: dict[str, Any] = {"metadata": metadata, "validator": validator, "converter": converter}
+    if factory is not None:
+        kwargs["factory"] = factory
+    elif default is not _NOTHING:
+        kwargs["default"] = default
+    return attrs.field(**kwargs)
+
+
+def looks_like_text_file(value: Any) -> bool:
+    """Whether a text setting's value is a file name (one line ending in .jinja, .j2, .txt...)."""
+    return isinstance(value, str) and "\n" not in value and value.endswith(TEXT_FILE_SUFFIXES)
+
+
+def text_or_file(value: Any) -> Any:
+    """The converter of ``path="text"`` settings: an existing file's name becomes its text."""
+    if looks_like_text_file(value) and os.path.isfile(os.path.expanduser(value)):
+        with open(os.path.expanduser(value), encoding="utf-8") as f:
+            return f.read()
+    return value
+
+
+def _targets(value: Any) -> Any:
+    if isinstance(value, str):
+        return value if value == "all-linear" else [v.strip() for v in value.split(",") if v.strip()]
+    return list(value)
+
+
+@attrs.frozen(kw_only=True)
+class LoraSettings:
+    """LoRA hyper-parameters (defaults: the reference recipe, r=8 on q_proj,v_proj)."""
+
+    r: int = setting(8, validator=attrs.validators.ge(1), help="LoRA rank")
+    alpha: int = setting(16, validator=attrs.validators.ge(1), help="LoRA alpha")
+    dropout: float = setting(
+        0.05, validator=[attrs.validators.ge(0.0), attrs.validators.lt(1.0)], help="dropout on the LoRA path"
+    )
+    target_modules: Any = setting(
+        ("q_proj", "v_proj"), converter=_targets, help='module names, a comma-separated string, or "all-linear"'
+    )
+    modules_to_save: tuple[str, ...] = setting(
+        (), converter=tuple, help="modules trained fully and saved (e.g. embed_tokens, lm_head)"
+    )
+
+
+def _lora(value: Any) -> LoraSettings:
+    return value if isinstance(value, LoraSettings) else LoraSettings(**dict(value or {}))
+
+
+def _int_steps(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"'{attribute.name}' must be int", attribute, int, value)
+    if value == 0 or value < -1:
+        raise ValueError(f"'{attribute.name}' must be a positive number of steps, or -1 to use epochs; got {value}")
+
+
+_gt0 = attrs.validators.gt(0)
+
+
+@attrs.frozen(kw_only=True)
+class TrainingSettings:
+    """The settings every training stage shares, with their checks and help, declared once.
+
+    A stage's config extends it (``@attrs.frozen(kw_only=True) class MyStageConfig(TrainingSettings)``)
+    and sets ``trl_config`` to the name of the TRL config class its trainer takes, against which
+    ``trainer_kwargs`` is checked in pre-flight. :func:`training_default` gives a field another
+    default for one stage without repeating its checks.
+    """
+
+    #: The ``trl`` config class the stage builds (``"SFTConfig"``); ``trainer_kwargs`` keys must be its fields.
+    trl_config: ClassVar[str] = ""
+
+    finetuning: str = setting(
+        "lora",
+        validator=attrs.validators.in_(FINETUNING),
+        help="lora (train an adapter, then merge it) or full (train every weight)",
+    )
+    lora: LoraSettings = setting(
+        factory=LoraSettings, converter=_lora, help="LoRA settings: r, alpha, dropout, target_modules, modules_to_save"
+    )
+    learning_rate: float = setting(2e-4, validator=_gt0, help="peak learning rate")
+    num_train_epochs: float = setting(1.0, validator=_gt0, help="epochs over the data")
+    max_steps: int = setting(-1, validator=_int_steps, help="stop after N optimizer steps (-1: use epochs)")
+    per_device_train_batch_size: int = setting(4, validator=_gt0, help="rows per device per micro-batch")
+    gradient_accumulation_steps: int = setting(1, validator=_gt0, help="micro-batches per optimizer step")
+    precision: str = setting(
+        "auto",
+        validator=attrs.validators.in_(PRECISIONS),
+        help="auto: bf16 on GPUs that support it, fp32 on CPU; bf16 on a CPU autocasts where it has native bf16",
+    )
+    save_steps: int = setting(
+        50, validator=attrs.validators.ge(0), help="resumable trainer checkpoint every N steps (0: none)"
+    )
+    trainer_kwargs: dict[str, Any] = setting(
+        factory=dict, converter=dict, help="passed through to the stage's TRL config (checked against its fields)"
+    )
+
+
+def training_default(name: str, default: Any, *, help: str | None = None) -> Any:
+    """A :class:`TrainingSettings` field with another default (and help), its checks kept.
+
+    Example:
+        >>> import attrs
+        >>> @attrs.frozen(kw_only=True)
+        ... class SlowConfig(TrainingSettings):
+        ...     learning_rate: float = training_default("learning_rate", 5e-6)
+        >>> SlowConfig().learning_rate, SlowConfig(learning_rate=1e-3).learning_rate
+        (5e-06, 0.001)
+    """
+    base = attrs.fields_dict(TrainingSettings)[name]
+    metadata = {**base.metadata, **({"help": help} if help else {})}
+    return attrs.field(default=default, validator=base.validator, converter=base.converter, metadata=metadata)
+
+
+# ------------------------------------------------------------------------------------------------
+# binding and describing configs
+
+
+def bind_config(config_cls: type, config: Any = None, /, **kwargs: Any) -> Any:
+    """Build a ``config_cls`` from an instance, a mapping, or keyword arguments.
+
+    Unknown keys and invalid values raise :class:`ConfigError` naming the config and the key.
+    """
+    if isinstance(config, config_cls):
+        return attrs.evolve(config, **kwargs) if kwargs else config
+    values: dict[str, Any] = {}
+    if config is not None:
+        if not isinstance(config, Mapping):
+            raise ConfigError(
+                f"{config_cls.__name__}: expected a {config_cls.__name__} or a mapping, got {type(config).__name__}"
+            )
+        values.update(config)
+    values.update(kwargs)
+    known = {f.alias if f.alias else f.name for f in attrs.fields(config_cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"{config_cls.__name__}: unknown setting{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(map(repr, unknown))}; known settings: {', '.join(sorted(known))}"
+        )
+    try:
+        return config_cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{config_cls.__name__}: {_setting_problem(config_cls, values) or exc}") from exc
+
+
+def _setting_problem(config_cls: type, values: Mapping[str, Any]) -> str | None:
+    """Which given setting makes the config fail, and why, in words (attrs' own messages often
+    name no setting: "'>' not supported between instances of 'str' and 'int'")."""
+    for f in attrs.fields(config_cls):
+        key = f.alias or f.name
+        if key not in values:
+            continue
+        value = values[key]
+        try:
+            if callable(f.converter):
+                value = f.converter(value)
+            if f.validator is not None:
+                f.validator(None, f, value)
+        except (TypeError, ValueError) as exc:
+            given = values[key]
+            args = exc.args
+            got = f"; got {given!r} ({type(given).__name__})"
+            if len(args) == 4 and isinstance(args[2], type):  # attrs.validators.instance_of
+                return f"setting {key!r} must be {args[2].__name__}{got}"
+            if isinstance(exc, ValueError):  # attrs' in_/gt/ge name the setting and the value
+                message = args[0] if args and isinstance(args[0], str) else str(exc)
+                return message if message.startswith(f"'{key}'") else f"setting {key!r}: {message}"
+            return f"setting {key!r} has the wrong type{got}"
+    return None
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-able dict of an attrs config (callables and datasets become descriptions)."""
+
+    def convert(value: Any) -> Any:
+        if attrs.has(type(value)):
+            return {k: convert(v) for k, v in attrs.asdict(value, recurse=False).items()}
+        if isinstance(value, Mapping):
+            return {str(k): convert(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            if len(value) > 50:  # in-memory datasets: their hash is fingerprinted instead
+                return f"<{len(value)} items>"
+            return [convert(v) for v in value]
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            return value
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+        if callable(value):
+            mod = getattr(value, "__module__", "?")
+            return f"<callable {mod}.{getattr(value, '__qualname__', repr(value))}>"
+        return f"<{type(value).__name__}>"
+
+    return convert(config)
+
+
+def fingerprint_config(config: Any) -> dict[str, Any]:
+    """The config as fingerprinted: ``data`` fields are left out (the stage's
+    :meth:`~ladder.stage.Stage.fingerprint_data` covers their *content*, so the same rows from a
+    list or from a file give the same fingerprint)."""
+    data = config_to_dict(config)
+    if attrs.has(type(config)):
+        for f in attrs.fields(type(config)):
+            if f.metadata.get("data"):
+                data.pop(f.name, None)
+    return data
+
+
+def _fields(config_or_cls: Any) -> tuple[attrs.Attribute, ...]:
+    cls = config_or_cls if isinstance(config_or_cls, type) else type(config_or_cls)
+    return attrs.fields(cls) if attrs.has(cls) else ()
+
+
+def path_settings(config_cls: type) -> Iterator[tuple[str, str]]:
+    """``(setting, kind)`` of every field a recipe resolves against its folder: ``data`` fields
+    (kind ``"data"``) and ``path`` fields (their kind), in declaration order."""
+    for f in _fields(config_cls):
+        key = f.alias or f.name
+        if f.metadata.get("data"):
+            yield key, "data"
+        elif f.metadata.get("path"):
+            yield key, str(f.metadata["path"])
+        elif f.metadata.get("checkpoint_ref"):
+            yield key, "checkpoint_ref"
+
+
+def is_path_reference(ref: str) -> bool:
+    """Whether a checkpoint reference is written as a folder (it has a path separator or starts
+    with ``~``), not as a stage name: a stage called ``rm`` is never mistaken for ``./rm``.
+
+    Example:
+        >>> is_path_reference("rm"), is_path_reference("./rm"), is_path_reference("runs/x/02-rm/model")
+        (False, True, True)
+    """
+    return "/" in ref or os.sep in ref or ref.startswith("~")
+
+
+def checkpoint_references(config: Any) -> list[tuple[str, str, str]]:
+    """``(setting, value, kind)`` of every set ``checkpoint_ref`` field of ``config``."""
+    found = []
+    for f in _fields(config):
+        kind = f.metadata.get("checkpoint_ref")
+        value = getattr(config, f.name, None)
+        if kind and isinstance(value, str) and value:
+            found.append((f.alias or f.name, value, str(kind)))
+    return found
+
+
+def trainer_kwargs_problems(config: Any) -> list[str]:
+    """``trainer_kwargs`` keys that are not fields of the stage's TRL config (``trl_config``)."""
+    name = getattr(type(config), "trl_config", "") or ""
+    kwargs = getattr(config, "trainer_kwargs", None)
+    if not name or not kwargs:
+        return []
+    import trl
+
+    trl_cls = getattr(trl, name, None)
+    if trl_cls is None or not dataclasses.is_dataclass(trl_cls):
+        return [f"trainer_kwargs: trl has no config class {name!r} (TRL {getattr(trl, '__version__', '?')})"]
+    known = {f.name for f in dataclasses.fields(trl_cls)}
+    unknown = sorted(set(kwargs) - known)
+    if not unknown:
+        return []
+    plural = "s" if len(unknown) > 1 else ""
+    return [
+        f"trainer_kwargs: unknown trl.{name} setting{plural} {', '.join(map(repr, unknown))}; check the spelling "
+        f"against TRL's {name} documentation"
+    ]
+
+
+def path_problems(config: Any) -> list[str]:
+    """``path`` settings that name nothing (a file, a folder), or text given as a missing file."""
+    problems = []
+    for f in _fields(config):
+        kind = f.metadata.get("path")
+        value = getattr(config, f.name, None)
+        if not kind or not isinstance(value, (str, os.PathLike)) or not value:
+            continue
+        key = f.alias or f.name
+        text = os.fspath(value)
+        if kind == "text":
+            if looks_like_text_file(text):  # an existing file was read when the stage was built
+                problems.append(f"{key}: {text!r} looks like a file name, but there is no such file; give the text "
+                                "itself or an existing file (in a recipe, relative to the recipe's folder)")
+            continue
+        path = os.path.expanduser(text)
+        exists = {"file": os.path.isfile, "dir": os.path.isdir, "any": os.path.exists}[kind](path)
+        if not exists:
+            what = {"file": "file", "dir": "folder", "any": "file or folder"}[kind]
+            problems.append(f"{key}: no such {what} {text!r}; give an existing {what} (in a recipe, relative to "
+                            "the recipe's folder)")
+    return problems
+
+
+def settings_problems(config: Any) -> list[str]:
+    """What pre-flight checks of any stage's settings: ``trainer_kwargs`` against the stage's TRL
+    config, and the files and folders its ``path`` settings name."""
+    return trainer_kwargs_problems(config) + path_problems(config)
+
+
+def describe_settings(config_cls: type) -> list[dict[str, Any]]:
+    """Every setting of a config class: name, type, default and help (``ladder stages show``)."""
+    rows = []
+    for f in _fields(config_cls):
+        if f.default is _NOTHING:
+            default: Any = "(required)"
+        elif isinstance(f.default, attrs.Factory):  # type: ignore[arg-type]
+            default = config_to_dict(f.default.factory())  # type: ignore[union-attr]
+        else:
+            default = config_to_dict(f.default)
+        type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        rows.append({"name": f.alias or f.name, "type": str(type_name), "default": default,
+                     "help": str(f.metadata.get("help", ""))})
+    return rows
