@@ -12,7 +12,8 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ladder.generation import GenerationSettings, Generator, load_generator
+from ladder.generation import GenerationSettings, Generator
+from ladder.generators import load_generator
 
 if TYPE_CHECKING:
     from ladder.checkpoint import Checkpoint

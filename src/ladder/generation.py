@@ -17,14 +17,14 @@ counts position ids from the first real token. The logits are equal only up to f
 which can flip a greedy choice only where the two best tokens are that close. Sampling is
 reproducible for the same prompts, seed and batch size.
 
-Backends: :class:`TransformersGenerator` (always available) and :class:`VLLMGenerator`
-(``pip install 'ladder[vllm]'``, needs a CUDA GPU). :func:`load_generator` picks one.
+Backends: :class:`TransformersGenerator` (always available) and
+:class:`ladder.vllm_generation.VLLMGenerator` (``pip install 'ladder[vllm]'``; a CUDA GPU, or
+vLLM's CPU build). :func:`ladder.generators.load_generator` picks one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, runtime_checkabl
 
 import attrs
 
-from ladder.errors import ConfigError, MissingDependencyError
+from ladder.errors import ConfigError
 from ladder.training.chat_format import END_OF_TURN_TOKENS, stop_token_ids
 
 if TYPE_CHECKING:
@@ -47,14 +47,11 @@ __all__ = [
     "GenerationSettings",
     "Generator",
     "TransformersGenerator",
-    "VLLMGenerator",
     "as_messages",
     "chat_text",
     "encode_text",
     "generate",
-    "load_generator",
     "render_prompt",
-    "resolve_backend",
     "stop_token_ids",
 ]
 
@@ -345,136 +342,3 @@ class TransformersGenerator:
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
-
-
-# --------------------------------------------------------------------------- vLLM
-
-
-class VLLMGenerator:  # pragma: no cover - needs a GPU
-    """Generation with vLLM (``pip install 'ladder[vllm]'``, CUDA GPU).
-
-    Prompts are rendered and tokenized by ladder (the same token ids as the transformers
-    backend) and passed to vLLM as token ids; answers are decoded with the same tokenizer.
-
-    Args:
-        checkpoint: a local model directory or hub id.
-        options: run options (``trust_remote_code``, ``revision``).
-        settings: default decoding settings for :meth:`generate`.
-        **llm_kwargs: passed to ``vllm.LLM`` (e.g. ``gpu_memory_utilization``, ``max_model_len``).
-    """
-
-    backend = "vllm"
-
-    def __init__(
-        self,
-        checkpoint: Checkpoint | str | os.PathLike[str],
-        options: Mapping[str, Any] | None = None,
-        settings: GenerationSettings | None = None,
-        **llm_kwargs: Any,
-    ) -> None:
-        try:
-            from vllm import LLM
-        except ImportError as exc:
-            raise MissingDependencyError("vLLM", extra="vllm") from exc
-        from transformers import GenerationConfig
-
-        from ladder.training.models import load_tokenizer
-
-        path = str(getattr(checkpoint, "path", checkpoint))
-        options = dict(options or {})
-        revision = getattr(checkpoint, "revision", None) or options.get("revision")
-        self.settings = settings or GenerationSettings()
-        self.tokenizer = load_tokenizer(checkpoint, options)
-        try:
-            gen_config: Any = GenerationConfig.from_pretrained(
-                path, **({"revision": revision} if revision else {})
-            )
-        except OSError:
-            gen_config = None
-        holder = type("_Holder", (), {"generation_config": gen_config})()
-        self.stops = stop_token_ids(holder, self.tokenizer)
-        self.llm = LLM(
-            model=path,
-            tokenizer=path,
-            revision=revision,
-            seed=self.settings.seed,
-            trust_remote_code=bool(options.get("trust_remote_code", False)),
-            **llm_kwargs,
-        )
-
-    def generate(
-        self, conversations: Sequence[Conversation], settings: GenerationSettings | None = None
-    ) -> list[Generation]:
-        from vllm import SamplingParams
-
-        settings = settings or self.settings
-        prompts = [encode_text(self.tokenizer, render_prompt(self.tokenizer, c)) for c in conversations]
-        if not prompts:
-            return []
-        params = SamplingParams(
-            max_tokens=settings.max_new_tokens,
-            temperature=settings.temperature,
-            top_p=settings.top_p if not settings.greedy else 1.0,
-            seed=None if settings.greedy else settings.seed,
-            stop_token_ids=list(self.stops),
-            skip_special_tokens=True,
-        )
-        outputs = self.llm.generate(
-            [{"prompt_token_ids": ids} for ids in prompts], sampling_params=params, use_tqdm=False
-        )
-        # vLLM keeps the stop token in token_ids; _finish cuts it off and decodes the rest.
-        return [_finish(list(o.outputs[0].token_ids), self.stops, self.tokenizer) for o in outputs]
-
-    def close(self) -> None:
-        import gc
-
-        self.llm = None
-        gc.collect()
-        with contextlib.suppress(Exception):
-            import torch
-
-            torch.cuda.empty_cache()
-
-
-# --------------------------------------------------------------------------- choosing
-
-
-def _vllm_unusable_reason() -> str | None:
-    """Why vLLM cannot be used here, or ``None`` when it can."""
-    if importlib.util.find_spec("vllm") is None:
-        return "vLLM is not installed (pip install 'ladder[vllm]')"
-    import torch
-
-    if not torch.cuda.is_available():
-        return "no CUDA GPU is visible"
-    return None
-
-
-def resolve_backend(requested: str = "auto") -> str:
-    """The backend that will run: ``"vllm"`` or ``"transformers"``.
-
-    ``"auto"`` and ``"vllm"`` give vLLM when it is installed and a CUDA GPU is present; otherwise
-    they fall back to transformers with one log line (a warning when vLLM was asked for).
-    """
-    if requested not in ("auto", "transformers", "vllm"):
-        raise ConfigError(f"generation backend must be auto, transformers or vllm, got {requested!r}")
-    if requested == "transformers":
-        return "transformers"
-    reason = _vllm_unusable_reason()
-    if reason is None:
-        return "vllm"
-    log = logger.warning if requested == "vllm" else logger.info
-    log("generating with transformers: %s", reason)
-    return "transformers"
-
-
-def load_generator(
-    checkpoint_path: Checkpoint | str | os.PathLike[str],
-    options: Mapping[str, Any] | None = None,
-    settings: GenerationSettings | None = None,
-) -> Generator:
-    """Load a checkpoint for generation with the backend ``settings.backend`` resolves to."""
-    settings = settings or GenerationSettings()
-    if resolve_backend(settings.backend) == "vllm":  # pragma: no cover - needs a GPU
-        return VLLMGenerator(checkpoint_path, options, settings)
-    return TransformersGenerator.from_pretrained(checkpoint_path, options, settings)

@@ -16,7 +16,7 @@ from ladder.atomic import atomic_dir, atomic_write_json, is_complete
 from ladder.checkpoint import Checkpoint, fingerprint_of
 from ladder.errors import ConfigError
 from ladder.layout import BASE_DIR, COMPLETE, METRICS
-from ladder.settings import config_to_dict
+from ladder.configs import config_to_dict
 
 __all__ = ["Observation", "load_eval_rows", "merge_metrics", "read_metrics"]
 

@@ -24,7 +24,8 @@ from ladder.observation import Observation, load_eval_rows, merge_metrics, read_
 from ladder.preflight import input_of, structure_problems
 from ladder.registry import stages as stage_registry
 from ladder.rundir import Manifest, versions
-from ladder.settings import checkpoint_references, config_to_dict, fingerprint_config, path_settings
+from ladder.configs import config_to_dict, fingerprint_config
+from ladder.settings import checkpoint_references, path_settings
 from ladder.stage import Stage, StageContext, as_result
 
 __all__ = ["Pipeline", "RunResult"]

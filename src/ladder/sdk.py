@@ -38,7 +38,8 @@ from __future__ import annotations
 from ladder.checkpoint import Checkpoint
 from ladder.data.loading import DatasetSpec, as_spec, content_hash, load_rows
 from ladder.errors import ConfigError, DataError, LadderError, MergeVerificationError, StageError
-from ladder.settings import LoraSettings, TrainingSettings, config_to_dict, setting, training_default
+from ladder.configs import config_to_dict
+from ladder.settings import LoraSettings, TrainingSettings, setting, training_default
 from ladder.stage import BaseStage, Stage, StageContext, StageResult
 from ladder.training.args import trainer_args, trainer_args_from
 from ladder.training.chat_format import chat_template_for, eos_token_ids, input_eos_ids, training_chat_template

@@ -21,7 +21,8 @@ import attrs
 
 from ladder.errors import LadderError
 from ladder.layout import TRAINER_LOG
-from ladder.settings import bind_config, config_to_dict, fingerprint_config, settings_problems
+from ladder.configs import bind_config, config_to_dict, fingerprint_config
+from ladder.settings import settings_problems
 
 if TYPE_CHECKING:
     from ladder.checkpoint import Checkpoint

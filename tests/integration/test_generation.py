@@ -14,10 +14,10 @@ from ladder.generation import (
     TransformersGenerator,
     _finish,
     generate,
-    load_generator,
     render_prompt,
     stop_token_ids,
 )
+from ladder.generators import load_generator
 from ladder.training.models import load_model, load_tokenizer
 
 # Prompts of different lengths (12 to 31 tokens), so batches need left padding.

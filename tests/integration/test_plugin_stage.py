@@ -203,3 +203,42 @@ def test_text_file_and_rows_are_the_same_data(site: Path, tmp_path: Path, monkey
     from_rows = pipeline.fingerprint(CPT(dataset=[{"text": t} for t in texts]), "in")
     edited = pipeline.fingerprint(CPT(dataset=[{"text": t} for t in [*texts[:-1], texts[-1] + "!"]]), "in")
     assert from_file == from_rows != edited
+
+
+ACCELERATE = """
+    import json, sys
+    from pathlib import Path
+
+    from ladder import Pipeline
+    from ladder.executors.accelerate import AccelerateExecutor
+    from ladder.registry import stages
+
+    base, corpus, run_dir = sys.argv[1:4]
+    CPT = stages.get("cpt")
+    stage = CPT(dataset=corpus, max_steps=2, per_device_train_batch_size=1, max_length=32, learning_rate=1e-2,
+                save_steps=0, trainer_kwargs={"activation_checkpointing": False})
+    result = Pipeline([stage], model=base, run_dir=run_dir, probes=False,
+                      executor=AccelerateExecutor(num_processes=2, cpu=True)).run()
+    print(json.dumps({"final": result.final.to_dict(), "trained": list(result.trained)}))
+"""
+
+
+@pytest.mark.slow
+def test_the_plugin_stage_under_accelerate_with_two_cpu_processes(site: Path, tiny_model: Path,
+                                                                   tmp_path: Path) -> None:
+    """The plugin gets multi-process publication right through ``ladder.sdk.fit``: the main process
+    gathers, merges and verifies; the other writes nothing into the published directory."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS)
+    run_dir = tmp_path / "run"
+
+    out = last_json(run_python(site, ACCELERATE, str(tiny_model), str(corpus), str(run_dir), timeout=900))
+
+    stage_dir = run_dir / "01-cpt"
+    assert out["trained"] == ["cpt"] and out["final"]["path"] == str(stage_dir / "model")
+    metrics = json.loads((stage_dir / "metrics.json").read_text())
+    assert metrics["train"]["steps"] == 2
+    assert metrics["stage_metrics"]["merge_max_abs_diff"] < 1e-3  # merged on the main process and verified
+    log = [json.loads(line) for line in (stage_dir / "trainer_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2]  # one writer
+    assert not list(stage_dir.rglob("rank-*"))

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import operator
 import re
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ladder.demo import data as demo_data
-from ladder.demo.data import ANSWER_INSTRUCTION, DATA_DIR, FILES, build_all, load_split, write_all
+# The generator is a development tool outside the installed package.
+_TOOL = Path(__file__).resolve().parents[2] / "tools" / "make_demo_data.py"
+_spec = importlib.util.spec_from_file_location("make_demo_data", _TOOL)
+demo_data = importlib.util.module_from_spec(_spec)
+sys.modules["make_demo_data"] = demo_data
+_spec.loader.exec_module(demo_data)
+ANSWER_INSTRUCTION, DATA_DIR, FILES = demo_data.ANSWER_INSTRUCTION, demo_data.DATA_DIR, demo_data.FILES
+build_all, load_split, write_all = demo_data.build_all, demo_data.load_split, demo_data.write_all
 
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
 _SOLUTION = re.compile(r"^(?P<steps>(?:[\d+\-*/() ]+ = \d+\. )+)<answer>(?P<tag>\d+)</answer>$")
@@ -79,7 +87,7 @@ def test_generation_is_deterministic_and_matches_the_shipped_files(tmp_path: Pat
         assert a.read_bytes() == b.read_bytes()
         assert a.read_bytes() == (DATA_DIR / a.name).read_bytes(), (
             f"{a.name} differs from the shipped file; regenerate with "
-            f"`python -m ladder.demo.data --out src/ladder/demo/data`"
+            f"`python tools/make_demo_data.py --out src/ladder/demo/data`"
         )
 
 

@@ -9,7 +9,8 @@ import attrs
 import pytest
 
 from ladder.errors import ConfigError
-from ladder.generation import GenerationSettings, as_messages, resolve_backend
+from ladder.generation import GenerationSettings, as_messages
+from ladder.generators import resolve_backend
 
 
 def test_defaults_are_greedy_and_bounded() -> None:
@@ -62,7 +63,7 @@ def test_as_messages() -> None:
 
 
 def test_transformers_backend_is_taken_as_asked(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="ladder.generation"):
+    with caplog.at_level(logging.INFO, logger="ladder.generators"):
         assert resolve_backend("transformers") == "transformers"
     assert caplog.records == []
 
@@ -77,6 +78,6 @@ def test_unknown_backend() -> None:
 def test_without_vllm_falls_back_with_one_log_line(
     requested: str, level: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.DEBUG, logger="ladder.generation"):
+    with caplog.at_level(logging.DEBUG, logger="ladder.generators"):
         assert resolve_backend(requested) == "transformers"
     assert [(r.levelno, "vLLM is not installed" in r.getMessage()) for r in caplog.records] == [(level, True)]

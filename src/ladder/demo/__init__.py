@@ -1,7 +1,7 @@
 """``ladder demo``: the whole ladder on a real small model, offline, on a laptop CPU.
 
 The recipe (``demo.yaml``) is an ordinary recipe file; its data (``data/*.jsonl``) is written by
-this project (:mod:`ladder.demo.data`); its model is SmolLM2-135M-Instruct, fetched from the
+this project (``tools/make_demo_data.py`` in the repository); its model is SmolLM2-135M-Instruct, fetched from the
 Python package index and converted once (:mod:`ladder.demo.model`).
 """
 

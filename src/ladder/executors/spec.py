@@ -199,7 +199,7 @@ def stage_spec(
             the config does not rebuild into the same settings.
     """
     from ladder.registry import stages as stage_registry
-    from ladder.settings import fingerprint_config
+    from ladder.configs import fingerprint_config
 
     kind = getattr(stage, "kind", None)
     if not isinstance(kind, str) or not kind:

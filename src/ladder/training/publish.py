@@ -80,7 +80,7 @@ def publish(
         MergeVerificationError: the merge does not reproduce the adapter; nothing is published.
     """
     from ladder.checkpoint import Checkpoint
-    from ladder.settings import config_to_dict
+    from ladder.configs import config_to_dict
     from ladder.training.lora import merge_and_verify, save_adapter
 
     model_dir = ctx.work_dir / MODEL_DIR

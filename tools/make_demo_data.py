@@ -5,7 +5,10 @@ fixed seed, so ``ladder demo`` needs no download and every row can be checked by
 The datasets are sized for SmolLM2-135M-Instruct on two CPU cores: short prompts and answers
 (well under 100 tokens) that a few dozen training steps can move.
 
-Files (shipped under ``ladder/demo/data/``; :func:`data_file` gives their paths):
+This generator is a development tool, not part of the installed package: ``ladder demo`` reads
+the JSONL files it wrote, which ship under ``src/ladder/demo/data/``.
+
+Files (:func:`data_file` gives their paths):
 
 ======================  ====================================================================
 ``sft_train.jsonl``     ``messages`` (user, assistant): one-step arithmetic word problems
@@ -30,7 +33,7 @@ Every held-out prompt is absent from every training file.
 
 Regenerate the shipped files (byte-identical) with::
 
-    python -m ladder.demo.data --out src/ladder/demo/data
+    python tools/make_demo_data.py --out src/ladder/demo/data
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ logger = logging.getLogger(__name__)
 SEED = 20240611
 # Same text as ladder.data.verifiable.DEFAULT_INSTRUCTION (a test keeps them equal).
 ANSWER_INSTRUCTION = "Put the final answer in <answer></answer> tags."
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parents[1] / "src" / "ladder" / "demo" / "data"
 
 Row = dict[str, Any]
 
@@ -717,7 +720,7 @@ def load_split(name: str) -> list[Row]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ladder.demo.data --out DIR``: regenerate the demo datasets into DIR."""
+    """``python tools/make_demo_data.py --out DIR``: regenerate the demo datasets into DIR."""
     parser = argparse.ArgumentParser(
         prog="python -m ladder.demo.data", description="Regenerate ladder's demo datasets."
     )
