@@ -165,6 +165,44 @@ class RLStageConfig(TrainingSettings):
         validator=attrs.validators.in_(("colocate", "server")),
         metadata={"help": "colocate (vLLM in the training process) or server (a running `trl vllm-serve`)"},
     )
+    learnability_scan: int = attrs.field(
+        default=0,
+        validator=[attrs.validators.instance_of(int), attrs.validators.ge(0)],
+        metadata={
+            "help": "before training, sample this many completions per problem with the input policy and train only "
+            "on problems it solves sometimes but not always (0: no scan; at least 2)"
+        },
+    )
+    scan_reward: str | None = attrs.field(
+        default=None,
+        metadata={"help": "the reward that decides a pass in the scan (default: exact_match, else the first)"},
+    )
+    scan_threshold: float = attrs.field(
+        default=1.0, validator=_finite, metadata={"help": "a completion passes when scan_reward gives it at least this"}
+    )
+    scan_limit: int | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(attrs.validators.ge(1)),
+        metadata={"help": "scan (and then train on) only the first N problems, to bound the scan's cost"},
+    )
+    dynamic_sampling: bool = attrs.field(
+        default=False,
+        validator=attrs.validators.instance_of(bool),
+        metadata={
+            "help": "drop groups whose completions all got the same reward and refill their slots with fresh "
+            "problems (DAPO's filter_groups); what stays without signal is masked out of the loss"
+        },
+    )
+    max_refills: int = attrs.field(
+        default=2,
+        validator=[attrs.validators.instance_of(int), attrs.validators.ge(0)],
+        metadata={"help": "extra generation rounds per step that dynamic sampling may spend refilling"},
+    )
+    save_rollouts: bool = attrs.field(
+        default=True,
+        validator=attrs.validators.instance_of(bool),
+        metadata={"help": "write every generated completion with its rewards and advantage to rollouts.jsonl"},
+    )
     eval_batch_size: int = attrs.field(
         default=8, validator=_gt0, metadata={"help": "sequences scored together on heldout_pairs"}
     )

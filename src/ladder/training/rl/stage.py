@@ -121,7 +121,25 @@ class RLStage(BaseStage):
             return [*problems, str(exc)]
         if rows:
             problems += reward_call_problems(cfg, funcs, rows, label, generation_batch)
+        problems += self._scan_problems(funcs)
         return problems
+
+    def _scan_problems(self, funcs: list[Any]) -> list[str]:
+        from ladder.rewards import reward_name
+
+        cfg: RLStageConfig = self.config
+        if not cfg.learnability_scan:
+            return []
+        if cfg.learnability_scan == 1:
+            return ["learnability_scan: 1 sample per problem cannot tell a sometimes-solved problem from an always- "
+                    "or never-solved one; use 2 or more (e.g. 4), or 0 for no scan"]
+        names = [reward_name(f) for f in funcs]
+        if not names:
+            return ["learnability_scan needs a reward function to decide what passes (a reward_model alone has no "
+                    "pass/fail); add rewards or set learnability_scan: 0"]
+        if cfg.scan_reward is not None and cfg.scan_reward not in names:
+            return [f"scan_reward {cfg.scan_reward!r} is not one of the stage's rewards ({', '.join(names)})"]
+        return []
 
     # training -----------------------------------------------------------------------------------
     def build_trainer(self, checkpoint: Checkpoint, ctx: StageContext) -> tuple[Any, dict[str, Any]]:
@@ -181,6 +199,9 @@ class RLStage(BaseStage):
         # Rollouts must stop at the end of the assistant's turn, not only at the document EOS (a
         # base model's generation config often names <|endoftext|> alone); TRL reads this.
         model.generation_config.eos_token_id = eos_ids if len(eos_ids) > 1 else eos_ids[0]
+        scan = self._scan(model, tokenizer, rows, funcs, names[: len(funcs)], ctx) if cfg.learnability_scan else None
+        if scan is not None:
+            rows = scan.kept
         use_vllm = resolve_use_vllm(cfg.use_vllm, cfg.vllm_mode)
         config_class, trainer_class = algo.trl_classes()
         args = config_class(**trainer_args_from(
@@ -198,12 +219,54 @@ class RLStage(BaseStage):
             peft_config=peft_config_for(cfg),
             callbacks=[watch.callback()],
         )
+        self._install_sampling(trainer, ctx, weights)
         facts = {
             "rows": rows, "label": label, "heldout": heldout, "tokenizer": tokenizer, "template": template,
             "eos_ids": eos_ids, "reward_names": names, "reward_weights": weights, "reward_model": learned,
             "use_vllm": use_vllm, "watch": watch, "data_checks": data_checks,
+            "scan": scan.metrics if scan is not None else None,
         }
         return trainer, facts
+
+    def _scan(self, model: Any, tokenizer: Any, rows: list[dict[str, Any]], funcs: list[Any], names: list[str],
+              ctx: StageContext) -> Any:
+        """The learnability scan (:mod:`ladder.training.rl.scan`) of the first ``scan_limit`` problems."""
+        from ladder.training.rl.batch import batch_problems
+        from ladder.training.rl.scan import learnability_scan, pass_reward
+
+        cfg: RLStageConfig = self.config
+        reward, name = pass_reward(funcs, names, cfg.scan_reward)
+        scanned = rows[: cfg.scan_limit] if cfg.scan_limit else rows
+        result = learnability_scan(model, tokenizer, scanned, reward, name, samples=cfg.learnability_scan,
+                                   threshold=cfg.scan_threshold, temperature=cfg.temperature,
+                                   max_new_tokens=cfg.max_completion_length, seed=ctx.seed)
+        generation_batch, _ = batch_problems(cfg, self.algorithm.name)
+        groups = (generation_batch or 0) // max(cfg.num_generations, 1)
+        if len(result.kept) < max(groups, 1):
+            raise StageError(
+                f"stage {self.name!r}: the learnability scan kept {len(result.kept)} of {len(scanned)} problems (the "
+                f"input policy solved {result.metrics['scan_always']} every time and {result.metrics['scan_never']} "
+                f"never, in {cfg.learnability_scan} samples each), fewer than one generation batch needs ({groups}); "
+                "give problems matched to the model, more of them (scan_limit), more samples, or learnability_scan: 0"
+            )
+        return result
+
+    def _install_sampling(self, trainer: Any, ctx: StageContext, weights: list[float]) -> None:
+        """Dynamic sampling and the rollout log (:mod:`ladder.training.rl.sampling`)."""
+        from ladder.training.rl import sampling
+
+        cfg: RLStageConfig = self.config
+        recorder = sampling.RolloutRecorder(ctx.work_dir / sampling.ROLLOUTS_FILE, weights=weights,
+                                            group_size=int(trainer.num_generations), enabled=cfg.save_rollouts)
+
+        def on_step(values: dict[str, float]) -> None:
+            for key, value in values.items():
+                trainer._metrics["train"][f"dynamic_sampling/{key}"].append(value)
+
+        if cfg.dynamic_sampling or cfg.save_rollouts:
+            sampling.install(trainer, dynamic=cfg.dynamic_sampling, max_refills=cfg.max_refills,
+                             recorder=recorder if cfg.save_rollouts else None, seed=ctx.seed,
+                             on_step=on_step if cfg.dynamic_sampling else None)
 
     def run(self, checkpoint: Checkpoint, ctx: StageContext) -> StageResult:
         """Build the trainer, measure ``heldout_pairs``, train, measure again, publish the merged policy.
@@ -238,6 +301,13 @@ class RLStage(BaseStage):
         summary = fitted.summary(tokens=int(tokens[-1]) if tokens else None)
         summary.update(first_last(history, "reward"))
         stage_metrics = self._stage_metrics(trainer, facts, history)
+        if facts["scan"] is not None:
+            stage_metrics["learnability_scan"] = facts["scan"]
+        if cfg.dynamic_sampling:
+            stage_metrics.update(first_last(history, "dynamic_sampling/zero_spread_generated",
+                                            prefix="dynamic_zero_spread_generated"))
+            in_loss = numbers(history, "dynamic_sampling/zero_spread_in_loss")
+            stage_metrics["dynamic_zero_spread_in_loss_max"] = max(in_loss) if in_loss else None
         if heldout:
             stage_metrics["heldout_rows"] = len(heldout)
             stage_metrics["heldout_before"] = before
