@@ -39,6 +39,9 @@ class VLLMGenerator:
         settings: GenerationSettings | None = None,
         **llm_kwargs: Any,
     ) -> None:
+        from ladder.vllm_support import cpu_engine_kwargs, prepare_in_process
+
+        prepare_in_process()
         try:
             from vllm import LLM
         except ImportError as exc:
@@ -66,7 +69,7 @@ class VLLMGenerator:
             revision=revision,
             seed=self.settings.seed,
             trust_remote_code=bool(options.get("trust_remote_code", False)),
-            **llm_kwargs,
+            **{**cpu_engine_kwargs(), **llm_kwargs},
         )
 
     def generate(

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
     from ladder.stage import StageContext
 
-__all__ = ["trainer_args", "trainer_args_from", "log_callback", "quiet_trainer"]
+__all__ = ["checkpointing_setting", "trainer_args", "trainer_args_from", "log_callback", "quiet_trainer"]
 
 
 def trainer_args(
@@ -51,11 +51,23 @@ def trainer_args(
         "dataloader_pin_memory": device_name() == "cuda",
         # TRL turns activation checkpointing on by default; it saves GPU memory but makes small
         # CPU runs ~2.5x slower, so it stays on only where memory is the constraint.
-        "activation_checkpointing": device_name() == "cuda",
+        checkpointing_setting(): device_name() == "cuda",
         **precision(precision_name),
     }
     args.update(dict(trainer_kwargs or {}))
     return args
+
+
+def checkpointing_setting() -> str:
+    """The ``TrainingArguments`` name of activation checkpointing in the installed transformers:
+    ``activation_checkpointing`` from 5.18, ``gradient_checkpointing`` before (both exist in 5.18+,
+    where the old name is deprecated)."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
 def trainer_args_from(ctx: StageContext, cfg: Any, **stage_args: Any) -> dict[str, Any]:

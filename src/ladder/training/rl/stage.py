@@ -203,6 +203,11 @@ class RLStage(BaseStage):
         if scan is not None:
             rows = scan.kept
         use_vllm = resolve_use_vllm(cfg.use_vllm, cfg.vllm_mode)
+        if use_vllm:
+            from ladder.vllm_support import keep_cpu_weights_reloadable, prepare_in_process
+
+            prepare_in_process()
+            keep_cpu_weights_reloadable()  # TRL syncs the policy's weights into vLLM every step
         config_class, trainer_class = algo.trl_classes()
         args = config_class(**trainer_args_from(
             ctx, cfg, num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
