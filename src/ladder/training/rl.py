@@ -717,6 +717,10 @@ def validate_rl_stage(stage: Any, ctx: StageContext, algo: Algorithm) -> list[st
     problems += _trainer_kwargs_problems(cfg, algo)
     funcs, reward_problems = _reward_problems(cfg)
     problems += reward_problems
+    if generation_batch:  # a code reward that can outlast reward_timeout_s on one batch
+        from ladder.rewards import reward_time_problems
+
+        problems += reward_time_problems(funcs, generation_batch // _num_processes(), cfg.reward_timeout_s)
     if cfg.reward_model is not None and is_path_reference(cfg.reward_model):
         problems += reward_folder_problems(cfg.reward_model)
     try:
