@@ -26,7 +26,7 @@ def attempt(fn):
 
 PROGRAMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     # --- forging the verdict -------------------------------------------------------------
-    "frame_inspection": ("""
+    "frame_inspection": (r"""
 import gc, re, sys
 # look for the tests' text wherever the runner might keep it: frames, every object, /proc
 texts = []

@@ -31,10 +31,10 @@ from tests.unit.sandbox_support import children, processes_with, require_sandbox
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="bubblewrap is Linux-only")
 
-LIMITS = dict(
-    timeout_s=5.0, cpu_s=1, memory_mb=256, max_output_bytes=8192, max_file_bytes=4 << 20,
-    max_disk_bytes=16 << 20, max_processes=16,
-)
+LIMITS: dict[str, Any] = {
+    "timeout_s": 5.0, "cpu_s": 1, "memory_mb": 256, "max_output_bytes": 8192, "max_file_bytes": 4 << 20,
+    "max_disk_bytes": 16 << 20, "max_processes": 16,
+}
 WATCHED = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGALRM,
            signal.SIGWINCH, signal.SIGCONT, signal.SIGQUIT)
 

@@ -109,7 +109,7 @@ class CheckedReward:
             raise ConfigError(f"reward {name!r} is {type(fn).__name__}, not a callable")
         if timeout_s is not None and not timeout_s > 0:
             raise ConfigError(f"reward {name!r}: timeout_s must be > 0 or None, got {timeout_s}")
-        declared = next((getattr(f, "isolation") for f in unwrap_reward(fn) if hasattr(f, "isolation")), None)
+        declared = next((f.isolation for f in unwrap_reward(fn) if hasattr(f, "isolation")), None)
         chosen = isolation or declared or default_isolation()
         if chosen not in ISOLATIONS:
             raise ConfigError(

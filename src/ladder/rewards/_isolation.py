@@ -167,7 +167,7 @@ def _child(fn: Callable[..., Any], kwargs: Mapping[str, Any], out: int) -> None:
 def _dumps(message: tuple[Any, ...], calls: list[tuple[str, tuple[Any, ...]]]) -> bytes:
     try:
         return pickle.dumps((message, calls))
-    except Exception:  # noqa: BLE001 - fall back to what can travel
+    except Exception:  # noqa: BLE001, S110 - fall back to what can travel
         pass
     value = message[1]
     if isinstance(value, (list, tuple)):
@@ -186,7 +186,7 @@ def _dumps(message: tuple[Any, ...], calls: list[tuple[str, tuple[Any, ...]]]) -
         try:
             pickle.dumps(call)
             kept.append(call)
-        except Exception:  # noqa: BLE001 - a log value that cannot travel is dropped
+        except Exception:  # noqa: BLE001, S112 - a log value that cannot travel is dropped
             continue
     return pickle.dumps((("ok", value), kept))
 
@@ -231,7 +231,7 @@ def _in_child(fn: Callable[..., Any], kwargs: Mapping[str, Any], timeout_s: floa
     if not data:
         how = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit status {os.waitstatus_to_exitcode(status)}"
         raise RewardCrash(f"the reward's process died without returning ({how})")
-    (kind, *rest), calls = pickle.loads(bytes(data))  # noqa: S301 - our own child's bytes
+    (kind, *rest), calls = pickle.loads(bytes(data))  # our own child's bytes
     for key, args in calls:
         kwargs[key](*args)
     if kind == "error":

@@ -45,7 +45,7 @@ RUNNER = (Path(__file__).with_name("_sandbox_runner.py")).read_text(encoding="ut
 class SandboxUnavailableError(MissingDependencyError):
     """No confinement tool works here; the message names the tool and how to install it."""
 
-    def __init__(self, reason: str) -> None:  # noqa: D107 - a custom message, not a pip name
+    def __init__(self, reason: str) -> None:  # a custom message, not a pip name
         ImportError.__init__(
             self,
             f"python_tests runs model-written code only inside a sandbox, and none works here: {reason}. "
