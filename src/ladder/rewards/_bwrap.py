@@ -75,15 +75,18 @@ def check(result, what):
 cfg = json.loads(sys.argv[1])
 check(libc.unshare(0x00020000), "unshare(CLONE_NEWNS)")
 check(libc.mount(b"none", b"/", None, 0x40000 | 0x4000, None), "making / private")
+# opened before the staging tmpfs covers /tmp, so an interpreter under /tmp is still reachable
+sources = [(os.open(src, os.O_PATH), os.path.isdir(src)) for src in cfg["stage"]]
 check(libc.mount(b"tmpfs", b"/tmp", b"tmpfs", 0, b"mode=0755,size=1m"), "mounting the staging tmpfs")
 os.mkdir("/tmp/ladder-stage", 0o755)
-for i, src in enumerate(cfg["stage"]):
+for i, (fd, is_dir) in enumerate(sources):
     dest = "/tmp/ladder-stage/%d" % i
-    if os.path.isdir(src):
+    if is_dir:
         os.mkdir(dest, 0o755)
     else:
         open(dest, "w").close()
-    check(libc.mount(src.encode(), dest.encode(), None, 0x1000 | 0x4000, None), "bind-mounting " + src)
+    check(libc.mount(b"/proc/self/fd/%d" % fd, dest.encode(), None, 0x1000 | 0x4000, None), "bind-mounting " + cfg["stage"][i])
+    os.close(fd)
 os.setgroups([])
 os.setgid(cfg["gid"])
 os.setuid(cfg["uid"])

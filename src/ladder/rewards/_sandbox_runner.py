@@ -156,9 +156,9 @@ def _main():
     root = os.path.realpath(root)
     with open(os.path.join(root, "solution.py"), "w", encoding="utf-8") as f:
         f.write(payload["code"])
-    _limits(cfg)
     if cfg.get("audit_hook", True):
-        _audit_hook(root)
+        _audit_hook(root)  # before the limits: its imports need memory the code will not get
+    _limits(cfg)
     sys.dont_write_bytecode = True
     sys.path.insert(0, root)
     namespace = {"__name__": "__solution__", "__builtins__": __builtins__}

@@ -1,6 +1,6 @@
 """``python_tests``: run a completion's code against the row's tests, confined, judged outside.
 
-Where the code runs: by default in a fresh bubblewrap sandbox per program (``_sandbox.py``:
+Where the code runs: by default in a fresh bubblewrap sandbox per program (``_bwrap.py``:
 new user, PID, mount, IPC and network namespaces, uid 65534, a read-only view of only the
 interpreter, its standard library and the system libraries, a size-limited private tmpfs,
 rlimits on CPU, memory, file size, processes and open files, everything killed at the end).
