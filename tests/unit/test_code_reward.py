@@ -6,7 +6,7 @@ import os
 import resource
 import socket
 import sys
-import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +14,16 @@ from typing import Any
 
 import pytest
 
-from ladder.rewards import SandboxLimits, make_python_tests, python_tests, run_python_tests
-from ladder.rewards.code import _netns_prefix, extract_code
+from ladder.rewards import (
+    SandboxLimits,
+    SandboxUnavailableError,
+    make_python_tests,
+    python_tests,
+    run_python_tests,
+)
+from ladder.rewards._bwrap import Bubblewrap
+from ladder.rewards.code import UNCONFINED_ENV, extract_code
+from tests.unit.sandbox_support import children, require_sandbox
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the sandbox needs POSIX process groups")
 
@@ -43,32 +51,12 @@ def assert_no_connection(server: socket.socket) -> None:
         server.accept()
 
 
-def processes_mentioning(text: str) -> list[int]:
-    """Pids whose command line contains ``text`` (the sandbox passes its work dir in argv)."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return []
-    pids = []
-    for entry in proc.iterdir():
-        if entry.name.isdigit():
-            try:
-                if text.encode() in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-            except OSError:  # the process ended while we looked
-                continue
-    return pids
+@pytest.fixture(autouse=True)
+def sandbox() -> None:
+    require_sandbox()
 
 
-@pytest.fixture
-def sandbox_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point tempfile at a private dir, to check the sandbox's work dirs are removed."""
-    root = tmp_path / "tmp"
-    root.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(root))
-    return root
-
-
-def test_hostile_batch_is_contained(listener: socket.socket, sandbox_tmp: Path) -> None:
+def test_hostile_batch_is_contained(listener: socket.socket) -> None:
     port = listener.getsockname()[1]
     cases = {
         "correct": "def add(a, b):\n    return a + b",
@@ -86,6 +74,7 @@ def test_hostile_batch_is_contained(listener: socket.socket, sandbox_tmp: Path) 
     reward = make_python_tests(LIMITS, workers=2)
     logged: dict[str, list[Any]] = {}
     limit_before = resource.getrlimit(resource.RLIMIT_AS)
+    threads = threading.active_count()
     start = time.monotonic()
     scores = reward(
         [fenced(code) for code in cases.values()],
@@ -106,43 +95,49 @@ def test_hostile_batch_is_contained(listener: socket.socket, sandbox_tmp: Path) 
     assert status["infinite_loop"] in ("cpu_limit", "timeout")
     assert status["memory_hog"] == "memory_limit"
     assert status["output_flood"] == "output_limit"
-    assert status["network"] == "failed"
+    assert status["network"] == "failed"  # no interface: the connect fails
     assert status["wrong"] == "failed"
     assert elapsed < LIMITS.timeout_s * 3  # the loop did not stall the batch
     assert_no_connection(listener)
-    # The test process is unharmed: its own limits are unchanged, no child is left, no work
-    # dir is left behind.
+    # The test process is unharmed: its own limits are unchanged, no child process or thread is left.
     assert resource.getrlimit(resource.RLIMIT_AS) == limit_before
-    assert processes_mentioning(str(sandbox_tmp)) == []
-    assert list(sandbox_tmp.iterdir()) == []
+    assert children() == set()
+    assert threading.active_count() == threads
 
 
-def test_audit_hook_blocks_network_without_namespace(listener: socket.socket) -> None:
-    port = listener.getsockname()[1]
-    limits = SandboxLimits(timeout_s=3.0, cpu_s=1, memory_mb=256, network_namespace=False)
+def test_audit_hook_blocks_network_when_unconfined(listener: socket.socket) -> None:
+    # Unconfined, the audit hook is the only layer between the code and the network.
+    limits = SandboxLimits(timeout_s=3.0, cpu_s=1, memory_mb=256)
     for code in (
-        f"import socket\ns = socket.socket()\ns.connect(('127.0.0.1', {port}))",
-        f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)",
+        f"import socket\ns = socket.socket()\ns.connect(('127.0.0.1', {listener.getsockname()[1]}))",
+        f"import socket\nsocket.create_connection(('127.0.0.1', {listener.getsockname()[1]}), timeout=1)",
         "import socket\nsocket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('127.0.0.1', 9))",
     ):
-        result = run_python_tests(code, "pass", limits)
+        result = run_python_tests(code, "pass", limits, unconfined=True)
         assert result.status == "failed", result.output
         assert "sandbox:" in result.output and "not allowed" in result.output
     assert_no_connection(listener)
     # asyncio still works: it only needs a Unix socketpair.
-    ok = run_python_tests("import asyncio\nasync def one():\n    return 1", "assert asyncio.run(one()) == 1", limits)
+    ok = run_python_tests(
+        "import asyncio\nasync def one():\n    return 1", "assert asyncio.run(one()) == 1", limits, unconfined=True
+    )
     assert ok.passed, ok.output
 
 
-def test_network_namespace_when_available() -> None:
-    if not _netns_prefix() or not os.path.exists("/proc/self/ns/net"):
-        pytest.skip("unshare -n is not available here (needs root or user namespaces)")
-    ours = os.readlink("/proc/self/ns/net")
-    show = "import os\nprint(os.readlink('/proc/self/ns/net'))"
-    inside = run_python_tests(show, "pass", SandboxLimits(timeout_s=3.0, network_namespace=True))
-    assert inside.passed and "net:[" in inside.output and ours not in inside.output
-    outside = run_python_tests(show, "pass", SandboxLimits(timeout_s=3.0, network_namespace=False))
-    assert outside.passed and ours in outside.output
+def test_sandbox_has_its_own_namespaces_and_nothing_else() -> None:
+    ours = {kind: os.readlink(f"/proc/self/ns/{kind}") for kind in ("net", "pid", "mnt", "user", "ipc")}
+    show = (
+        "import os, sys\n"
+        "ns = {k: os.readlink(f'/proc/self/ns/{k}') for k in ('net', 'pid', 'mnt', 'user', 'ipc')}\n"
+        "print(ns, os.getuid(), os.getgid(), sorted(os.listdir('/')), sorted(os.listdir('/proc')), dict(os.environ))\n"
+        "print(sys.path)\n"
+    )
+    result = run_python_tests(show, "assert os.getuid() == 65534\nassert os.getpid() <= 4", SandboxLimits(timeout_s=5.0))
+    assert result.passed, (result.detail, result.output)
+    for kind, ident in ours.items():
+        assert kind in result.output and ident not in result.output
+    assert "site-packages" in result.output  # on sys.path, but hidden: an empty read-only tmpfs
+    assert "HF_TOKEN" not in result.output and "PYTHONPATH" not in result.output
 
 
 @pytest.mark.parametrize(
@@ -154,7 +149,8 @@ def test_network_namespace_when_available() -> None:
         ("import subprocess\nsubprocess.run(['true'])", "pass", "failed"),
         ("import os\nos.kill(os.getppid(), 9)", "pass", "failed"),
         ("import ctypes", "pass", "failed"),
-        ("open('big', 'wb').write(b'x' * (2 * 1024 * 1024))", "pass", "failed"),
+        # SIGXFSZ kills the child, so the status says why (it used to say "failed")
+        ("open('big', 'wb').write(b'x' * (2 * 1024 * 1024))", "pass", "file_limit"),
         ("open('local.txt', 'w').write('fine')", "assert open('local.txt').read() == 'fine'", "passed"),
         ("def f(:\n    pass", "pass", "failed"),
         ("def g():\n    return 3", "from solution import g as h\nassert h() == 3", "passed"),
@@ -213,3 +209,50 @@ def test_default_reward_has_sane_limits() -> None:
         SandboxLimits(memory_mb=1)
     with pytest.raises(TypeError):
         SandboxLimits(cpu_s=1.5)  # type: ignore[arg-type]
+
+
+def test_without_bubblewrap_it_refuses_and_says_what_to_install(caplog: pytest.LogCaptureFixture) -> None:
+    missing = Bubblewrap(executable="/nonexistent/bwrap")
+    with pytest.raises(SandboxUnavailableError) as info:
+        run_python_tests("x = 1", "assert x == 1", backend=missing)
+    message = str(info.value)
+    assert "/nonexistent/bwrap" in message and "apt-get install -y bubblewrap" in message
+    assert "unconfined=True" in message and UNCONFINED_ENV in message and "ladder[modal]" in message
+    assert isinstance(info.value, ImportError)  # a MissingDependencyError, like other missing tools
+    with pytest.raises(SandboxUnavailableError):
+        make_python_tests(backend=missing)([fenced("x = 1")], tests=["assert x == 1"])
+    # the opt-in runs it, with a warning naming what is given up
+    with caplog.at_level("WARNING", logger="ladder.rewards.code"):
+        loose = make_python_tests(unconfined=True, workers=1)
+    assert "unconfined=True" in caplog.text and "network" in caplog.text
+    assert loose([fenced("x = 1")], tests=["assert x == 1"]) == [1.0]
+    with pytest.raises(ValueError, match="not both"):
+        make_python_tests(unconfined=True, backend=missing)
+
+
+def test_registered_reward_reads_the_unconfined_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ladder.rewards import code
+
+    monkeypatch.setenv(UNCONFINED_ENV, "1")
+    assert python_tests([fenced("import os\nuid = os.getuid()")], tests=[f"assert uid == {os.getuid()}"]) == [1.0]
+    assert code._default().backend.confined is False
+    monkeypatch.delenv(UNCONFINED_ENV)
+    assert code._default().backend.confined is True
+
+
+def test_process_limit_counts_what_the_code_starts() -> None:
+    code = (
+        "import os, time\nstarted = 0\n"
+        "for _ in range(100):\n"
+        "    try:\n"
+        "        if os.fork() == 0:\n"
+        "            time.sleep(5)\n"
+        "            os._exit(0)\n"
+        "    except OSError:\n"
+        "        break\n"
+        "    started += 1\n"
+    )
+    limits = SandboxLimits(timeout_s=5.0, max_processes=5, audit_hook=False)
+    result = run_python_tests(code, "assert started == 5", limits)
+    assert result.passed, (result.detail, result.output)
+    assert children() == set()  # the five sleepers went with the sandbox

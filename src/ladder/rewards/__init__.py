@@ -19,18 +19,25 @@ from typing import Any
 from ladder import registry as _registry
 from ladder.registry import Entry
 from ladder.rewards._common import completion_text
+from ladder.rewards._checked import CheckedReward, RewardFunc, checked_reward, reward_name
 from ladder.rewards._runtime import (
-    CheckedReward,
     ResolvedRewards,
-    RewardFunc,
     check_reward_on_sample,
-    checked_reward,
     required_columns,
     resolve_rewards,
-    reward_name,
+    reward_time_problems,
+    worst_case_batch_seconds,
 )
+from ladder.rewards._sandbox import SandboxBackend, SandboxError, SandboxJob, SandboxRun, SandboxUnavailableError
 from ladder.rewards.answers import exact_match, extract_choice, extract_final_answer, multiple_choice
-from ladder.rewards.code import SandboxLimits, SandboxResult, make_python_tests, python_tests, run_python_tests
+from ladder.rewards.code import (
+    PythonTests,
+    SandboxLimits,
+    SandboxResult,
+    make_python_tests,
+    python_tests,
+    run_python_tests,
+)
 from ladder.rewards.format import make_tag_format, tag_format
 from ladder.rewards.text import (
     contains,
@@ -56,6 +63,8 @@ __all__ = [  # noqa: RUF022 - grouped by purpose
     "checked_reward",
     "required_columns",
     "check_reward_on_sample",
+    "worst_case_batch_seconds",
+    "reward_time_problems",
     "reward_name",
     "completion_text",
     # built-in rewards
@@ -75,8 +84,15 @@ __all__ = [  # noqa: RUF022 - grouped by purpose
     "extract_final_answer",
     "extract_choice",
     "run_python_tests",
+    "PythonTests",
     "SandboxLimits",
     "SandboxResult",
+    "SandboxBackend",
+    "SandboxJob",
+    "SandboxRun",
+    "SandboxError",
+    "SandboxUnavailableError",
+    "ModalSandbox",
 ]
 
 
@@ -84,6 +100,15 @@ __all__ = [  # noqa: RUF022 - grouped by purpose
 # package: once anything imports ``ladder.rewards.<module>``, Python rebinds the attribute
 # ``ladder.rewards`` to this package. These delegates keep the registry's everyday calls
 # working either way (``ladder.rewards.get("exact_match")``, ``ladder.rewards.register(...)``).
+
+
+def __getattr__(name: str) -> Any:
+    # ModalSandbox's module imports nothing heavy either, but keep it off the import path.
+    if name == "ModalSandbox":
+        from ladder.rewards.sandbox_modal import ModalSandbox
+
+        return ModalSandbox
+    raise AttributeError(f"module 'ladder.rewards' has no attribute {name!r}")
 
 
 def names() -> list[str]:

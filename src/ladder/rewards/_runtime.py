@@ -1,50 +1,40 @@
-"""Running rewards safely: name resolution, checked wrappers with timeouts, pre-flight checks.
+"""Running rewards safely: name resolution, pre-flight checks, worst-case batch times.
 
 :func:`resolve_rewards` turns a recipe's ``rewards:`` entry into the functions and weights
 ``trl.GRPOTrainer`` takes (``reward_funcs=``, ``GRPOConfig(reward_weights=...)``), each wrapped
-by :func:`checked_reward` so a misbehaving reward fails loudly, naming itself and the sample,
-instead of silently training on garbage. :func:`required_columns` and
-:func:`check_reward_on_sample` serve ``Pipeline.validate()``.
+by :func:`~ladder.rewards._checked.checked_reward` so a misbehaving reward fails loudly, naming
+itself and the sample, instead of silently training on garbage. :func:`required_columns`,
+:func:`check_reward_on_sample` and :func:`reward_time_problems` serve ``Pipeline.validate()``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
-import logging
 import math
 import numbers
-import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ladder.errors import ConfigError, RewardError
+from ladder.rewards._checked import (
+    DEFAULT_TIMEOUT_S,
+    TRL_REWARD_KWARGS,
+    CheckedReward,
+    RewardFunc,
+    checked_reward,
+    reward_name,
+    unwrap_reward,
+)
 from ladder.rewards._common import completion_text, gold_answer
 
 __all__ = [
-    "TRL_REWARD_KWARGS",
-    "CheckedReward",
     "ResolvedRewards",
-    "RewardFunc",
     "check_reward_on_sample",
-    "checked_reward",
     "required_columns",
     "resolve_rewards",
-    "reward_name",
+    "reward_time_problems",
+    "worst_case_batch_seconds",
 ]
-
-logger = logging.getLogger(__name__)
-
-RewardFunc = Callable[..., Sequence[float | None]]
-
-# Keyword arguments TRL's GRPOTrainer passes to every reward besides the dataset's columns
-# (trl 1.16, GRPOTrainer._calculate_rewards): never dataset columns a reward "needs".
-TRL_REWARD_KWARGS = frozenset(
-    {"completions", "prompts", "completion_ids", "trainer_state", "log_extra", "log_metric", "environments"}
-)
-
-DEFAULT_TIMEOUT_S = 120.0
-_PREVIEW_CHARS = 200
 
 
 class ResolvedRewards(NamedTuple):
@@ -54,221 +44,54 @@ class ResolvedRewards(NamedTuple):
     weights: list[float]
 
 
-def reward_name(fn: Any) -> str:
-    """The name TRL logs for a reward (its ``__name__``, through ``functools.partial``).
+def worst_case_batch_seconds(reward: Any, batch_size: int) -> float | None:
+    """The longest one call of ``reward`` on ``batch_size`` completions can take, if it says.
+
+    A reward that runs code declares it with a ``worst_case_seconds(batch_size)`` method (as
+    :class:`~ladder.rewards.code.PythonTests` and the registered ``python_tests`` do); checked
+    wrappers and ``functools.partial`` are seen through. ``None`` for a reward that does not.
 
     Example:
-        >>> from ladder.rewards.format import tag_format
-        >>> reward_name(tag_format)
-        'tag_format'
+        >>> from ladder.rewards import make_python_tests, exact_match
+        >>> worst_case_batch_seconds(make_python_tests(timeout_s=10, workers=2, batch_timeout_s=None), 16)
+        84.0
+        >>> worst_case_batch_seconds(exact_match, 16) is None
+        True
     """
-    while hasattr(fn, "func") and hasattr(fn, "args") and hasattr(fn, "keywords"):  # partial
-        fn = fn.func
-    return str(getattr(fn, "__name__", type(fn).__name__))
+    for fn in unwrap_reward(reward):
+        method = getattr(fn, "worst_case_seconds", None)
+        if callable(method):
+            return float(method(batch_size))
+    return None
 
 
-def _preview(value: Any) -> str:
-    try:
-        text = completion_text(value)
-    except TypeError:
-        text = repr(value)
-    text = text if len(text) <= _PREVIEW_CHARS else text[:_PREVIEW_CHARS] + "..."
-    return repr(text)
-
-
-def _slice_kwargs(kwargs: Mapping[str, Any], n: int, index: int) -> dict[str, Any]:
-    """The keyword arguments of one sample: per-sample lists cut to that sample, the rest as is."""
-    out: dict[str, Any] = {}
-    for key, value in kwargs.items():
-        if isinstance(value, (list, tuple)) and len(value) == n and key not in ("trainer_state",):
-            out[key] = [value[index]]
-        else:
-            out[key] = value
-    return out
-
-
-def _resolve_awaitable(result: Any) -> Any:
-    if inspect.isawaitable(result):
-
-        async def wait() -> Any:
-            return await result
-
-        return asyncio.run(wait())
-    return result
-
-
-class CheckedReward:
-    """A reward wrapped with checks and a timeout; same TRL signature and ``__name__``.
-
-    Build it with :func:`checked_reward`. It is a class, not a closure, so it pickles whenever
-    the wrapped reward does.
-    """
-
-    def __init__(self, fn: RewardFunc, name: str, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> None:
-        if not callable(fn):
-            raise ConfigError(f"reward {name!r} is {type(fn).__name__}, not a callable")
-        if timeout_s is not None and not timeout_s > 0:
-            raise ConfigError(f"reward {name!r}: timeout_s must be > 0 or None, got {timeout_s}")
-        self.fn = fn
-        self.name = name
-        self.timeout_s = timeout_s
-        self.__name__ = name
-        self.__wrapped__ = fn  # inspect.signature() and required_columns() see the real one
-        self.__doc__ = getattr(fn, "__doc__", None)
-
-    # -- calling -----------------------------------------------------------------------------
-    def _call_with_timeout(self, completions: Sequence[Any], kwargs: Mapping[str, Any], what: str) -> Any:
-        if self.timeout_s is None:
-            return _resolve_awaitable(self.fn(completions=completions, **kwargs))
-        box: dict[str, Any] = {}
-
-        def target() -> None:
-            try:
-                box["result"] = _resolve_awaitable(self.fn(completions=completions, **kwargs))
-            except BaseException as exc:  # noqa: BLE001 - handed back to the caller's thread below
-                box["error"] = exc
-
-        # A daemon thread, so a hung reward cannot keep the interpreter alive at exit. Python
-        # cannot kill a thread: after a timeout it keeps running in the background, which is
-        # why rewards that execute model-written code run it in a subprocess that *can* be
-        # killed (ladder.rewards.code).
-        worker = threading.Thread(target=target, name=f"reward-{self.name}", daemon=True)
-        worker.start()
-        worker.join(self.timeout_s)
-        if worker.is_alive():
-            raise RewardError(
-                f"reward {self.name!r} did not return within {self.timeout_s:g} s on {what} "
-                f"(first completion: {_preview(completions[0]) if len(completions) else '-'}). "
-                f"Make it faster, raise its timeout, or, if it runs code, give that code its own "
-                f"time limit. Its thread cannot be stopped and is left running in the background."
-            )
-        if "error" in box:
-            raise box["error"]
-        return box.get("result")
-
-    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
-        n = len(completions)
-        try:
-            result = self._call_with_timeout(completions, kwargs, f"a batch of {n}")
-        except RewardError:
-            raise
-        except Exception as exc:
-            raise self._locate_failure(completions, kwargs, exc) from exc
-        return self._validate(result, completions)
-
-    # -- diagnosis ---------------------------------------------------------------------------
-    def _locate_failure(self, completions: Sequence[Any], kwargs: Mapping[str, Any], exc: Exception) -> RewardError:
-        """Re-run sample by sample to name the first one that makes the reward raise."""
-        n = len(completions)
-        if n > 1:
-            for i in range(n):
-                try:
-                    self._call_with_timeout([completions[i]], _slice_kwargs(kwargs, n, i), f"sample {i}")
-                except RewardError as timeout:
-                    return timeout
-                except Exception as sample_exc:  # noqa: BLE001 - any failure is what we report
-                    return RewardError(
-                        f"reward {self.name!r} raised {type(sample_exc).__name__}: {sample_exc} "
-                        f"on sample {i} of {n} (completion {_preview(completions[i])}"
-                        f"{self._columns_preview(kwargs, n, i)}). Fix the reward or the data row."
-                    )
-        if n == 1:
-            where = f"on sample 0 of 1 (completion {_preview(completions[0])}{self._columns_preview(kwargs, n, 0)})"
-        else:
-            first = _preview(completions[0]) if n else "-"
-            where = f"on a batch of {n}, though on no single sample alone (first completion: {first})"
-        return RewardError(
-            f"reward {self.name!r} raised {type(exc).__name__}: {exc} {where}. Fix the reward or the data row."
-        )
-
-    @staticmethod
-    def _columns_preview(kwargs: Mapping[str, Any], n: int, index: int) -> str:
-        parts = []
-        for key, value in kwargs.items():
-            if key in TRL_REWARD_KWARGS or not isinstance(value, (list, tuple)) or len(value) != n:
-                continue
-            text = repr(value[index])
-            parts.append(f"{key}={text[:80] + '...' if len(text) > 80 else text}")
-        return ", " + ", ".join(parts) if parts else ""
-
-    def _validate(self, result: Any, completions: Sequence[Any]) -> list[float | None]:
-        n = len(completions)
-        if isinstance(result, (str, bytes)) or not isinstance(result, Iterable):
-            raise RewardError(
-                f"reward {self.name!r} returned {type(result).__name__}, not a list of floats "
-                f"(one per completion). A TRL reward returns list[float | None]."
-            )
-        values = list(result)
-        if len(values) != n:
-            raise RewardError(
-                f"reward {self.name!r} returned {len(values)} rewards for {n} completions; it must "
-                f"return exactly one per completion (None to skip one)."
-            )
-        out: list[float | None] = []
-        for i, value in enumerate(values):
-            if value is None:
-                out.append(None)
-                continue
-            if isinstance(value, numbers.Real) or hasattr(value, "__float__"):
-                try:
-                    number = float(value)
-                except (TypeError, ValueError):
-                    number = None
-            else:
-                number = None
-            if number is None:
-                raise RewardError(
-                    f"reward {self.name!r} returned {value!r} ({type(value).__name__}) for sample {i} "
-                    f"(completion {_preview(completions[i])}); rewards must be numbers or None."
-                )
-            if not math.isfinite(number):
-                raise RewardError(
-                    f"reward {self.name!r} returned {number} for sample {i} (completion "
-                    f"{_preview(completions[i])}); rewards must be finite. Return None to skip a "
-                    f"sample instead."
-                )
-            out.append(number)
-        if n and all(v is None for v in out):
-            raise RewardError(
-                f"reward {self.name!r} returned None for all {n} completions (first: "
-                f"{_preview(completions[0])}), so it gives no signal: check that the dataset has "
-                f"the columns it reads and that they are filled."
-            )
-        return out
-
-    def __repr__(self) -> str:
-        return f"checked_reward({self.fn!r}, name={self.name!r}, timeout_s={self.timeout_s})"
-
-
-def checked_reward(
-    fn: RewardFunc, name: str | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S
-) -> CheckedReward:
-    """Wrap a reward so misbehaviour raises :class:`~ladder.errors.RewardError`.
-
-    The wrapper has the reward's TRL signature and a ``__name__`` TRL logs under. It raises,
-    naming the reward and the offending sample's index and text, when the reward raises
-    (re-running sample by sample to find which), returns something other than one number or
-    ``None`` per completion, returns NaN or infinity, returns ``None`` for every completion
-    (``None`` for some is fine: TRL skips those), or runs longer than ``timeout_s`` (the
-    reward's thread cannot be killed and is abandoned; see :mod:`ladder.rewards.code` for
-    rewards that must be killable). Async rewards are awaited.
+def reward_time_problems(rewards: Sequence[Any], batch_size: int, timeout_s: float | None) -> list[str]:
+    """Pre-flight: every reward whose worst case on one batch exceeds the stage's time limit.
 
     Args:
-        fn: the reward.
-        name: the name to report and log; defaults to the reward's ``__name__``.
-        timeout_s: seconds per call; ``None`` for no limit (and no worker thread).
+        rewards: the stage's reward functions (bare or checked).
+        batch_size: completions per reward call (TRL's generation batch on one process).
+        timeout_s: the stage's ``reward_timeout_s`` (``None``: no limit, no problem).
 
     Example:
-        >>> def broken(completions, **kwargs):
-        ...     return [1.0] * (len(completions) + 1)
-        >>> checked_reward(broken)(["a", "b"])  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        ladder.errors.RewardError: reward 'broken' returned 3 rewards for 2 completions; ...
+        >>> from ladder.rewards import make_python_tests
+        >>> slow = make_python_tests(timeout_s=10, workers=2, batch_timeout_s=None)
+        >>> print(reward_time_problems([slow], 16, 60.0)[0])  # doctest: +ELLIPSIS
+        reward 'python_tests' can take up to 84 s on a batch of 16 completions (...), more than reward_timeout_s=60, ...
     """
-    if isinstance(fn, CheckedReward):
-        return CheckedReward(fn.fn, name or fn.name, timeout_s)
-    return CheckedReward(fn, name or reward_name(fn), timeout_s)
+    problems = []
+    for fn in rewards:
+        worst = worst_case_batch_seconds(fn, batch_size)
+        if worst is None or timeout_s is None or worst <= timeout_s:
+            continue
+        problems.append(
+            f"reward {reward_name(fn)!r} can take up to {worst:g} s on a batch of {batch_size} completions "
+            f"(every program hanging until its timeout), more than reward_timeout_s={timeout_s:g}, so one "
+            f"slow batch would fail the stage; raise reward_timeout_s to {math.ceil(worst)} or more, or give "
+            f"the reward a batch_timeout_s below {timeout_s:g} (make_python_tests(batch_timeout_s=...)), a "
+            f"shorter timeout_s or more workers"
+        )
+    return problems
 
 
 def _load(name: str) -> RewardFunc:

@@ -105,6 +105,11 @@ class RLStage(BaseStage):
         generation_batch, problems = batch_problems(cfg, self.algorithm.name)
         funcs, found = reward_problems(cfg)
         problems += found
+        if generation_batch:  # a code reward that can outlast reward_timeout_s on one batch
+            from ladder.rewards import reward_time_problems
+            from ladder.training.rl.batch import num_processes
+
+            problems += reward_time_problems(funcs, generation_batch // num_processes(), cfg.reward_timeout_s)
         if cfg.reward_model is not None and is_path_reference(cfg.reward_model):
             problems += reward_folder_problems(cfg.reward_model)
         try:
