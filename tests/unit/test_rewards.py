@@ -313,6 +313,10 @@ CODE = ["```python\nx = 42\n```", "```python\nx = 2\n```"]
 @pytest.mark.parametrize("conversational", [False, True], ids=["standard", "conversational"])
 @pytest.mark.parametrize("name", sorted(registry.names()))
 def test_every_builtin_drops_into_trl(name: str, conversational: bool) -> None:
+    if name == "python_tests":
+        from tests.unit.sandbox_support import require_sandbox
+
+        require_sandbox()
     reward = registry.get(name)
     texts = CODE if name == "python_tests" else GOOD
     if conversational:
