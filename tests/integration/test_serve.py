@@ -257,7 +257,19 @@ def test_errors_are_openai_errors(client: Any) -> None:
         client.chat.completions.create(model="tiny-qwen2", messages=MESSAGES, max_tokens=CONTEXT)
     with pytest.raises(openai.BadRequestError, match="max_tokens"):  # the stream's error, before any chunk
         client.chat.completions.create(model="tiny-qwen2", messages=MESSAGES, max_tokens=CONTEXT, stream=True)
+    with pytest.raises(openai.BadRequestError, match="leaves no room") as caught:
+        client.chat.completions.create(model="tiny-qwen2", messages=[{"role": "user", "content": "hi " * CONTEXT}])
+    assert caught.value.body["param"] == "messages"
     _ok(client)
+
+
+def test_unknown_routes_and_methods(server: str) -> None:
+    for url, method, status in [(server + "/completions", "POST", 404), (server + "/chat/completions", "GET", 405)]:
+        request = urllib.request.Request(url, data=b"{}" if method == "POST" else None, method=method,
+                                         headers={"Authorization": f"Bearer {KEY}"})
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=10)
+        assert caught.value.code == status and json.loads(caught.value.read())["error"]["message"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -297,6 +309,19 @@ def _raw(port: int, data: bytes) -> tuple[int, dict, bytes]:
 
 
 GOOD = json.dumps({"messages": MESSAGES, "max_tokens": 2}).encode()
+
+
+def _chunked(body: bytes, size: int = 1 << 16) -> bytes:
+    parts = [b"%x\r\n%s\r\n" % (len(body[i : i + size]), body[i : i + size]) for i in range(0, len(body), size)]
+    return b"".join(parts) + b"0\r\n\r\n"
+
+
+def test_chunked_bodies_are_read_up_to_the_cap(port: int, client: Any) -> None:
+    status, body, _ = _raw(port, _request(_chunked(GOOD, 16), extra="Transfer-Encoding: chunked\r\n"))
+    assert status == 200 and body["object"] == "chat.completion"
+    status, body, _ = _raw(port, _request(_chunked(b"x" * 9_000_000), extra="Transfer-Encoding: chunked\r\n"))
+    assert (status, body["error"]["code"]) == (413, "request_too_large")
+    _ok(client)
 
 
 @pytest.mark.parametrize(
@@ -369,4 +394,12 @@ def test_slow_clients_are_dropped_while_others_are_served(port: int, client: Any
     assert reply.startswith(b"HTTP/1.1 408 "), reply
     assert f"{where} did not arrive within {TIMEOUT} s".encode() in reply
     assert TIMEOUT - 0.5 < seconds < TIMEOUT + 5  # dropped at the deadline, not kept open
+    _ok(client)
+
+
+def test_a_connection_that_sends_nothing_is_closed(port: int, client: Any) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT + 10) as sock:
+        start = time.monotonic()
+        assert sock.recv(100) == b""  # closed without a word: no request was started
+        assert time.monotonic() - start < TIMEOUT + 5
     _ok(client)
