@@ -7,6 +7,7 @@ the answer ends at the model's end-of-turn/EOS token, exactly as probes are gene
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -18,7 +19,17 @@ from ladder.generators import load_generator
 if TYPE_CHECKING:
     from ladder.checkpoint import Checkpoint
 
-__all__ = ["EXIT", "PROMPT", "RESET", "chat_loop"]
+__all__ = [
+    "EXIT",
+    "PROMPT",
+    "RESET",
+    "add_chat_arguments",
+    "chat_command",
+    "chat_loop",
+    "non_negative_float",
+    "positive_int",
+    "probability",
+]
 
 PROMPT = "you> "
 RESET = "/reset"
@@ -92,3 +103,58 @@ def chat_loop(
         if own:
             gen.close()
     return history
+
+
+# ------------------------------------------------------------------------------------------------
+# the command line (``ladder chat``; the argument types are shared with ``ladder serve``)
+
+
+def _bounded(kind: type, test: Callable[[Any], bool], rule: str, name: str) -> Callable[[str], Any]:
+    """An argparse type: ``kind(text)`` that passes ``test``, else a usage error saying ``rule``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not test(value):  # (also refuses nan: every comparison with it is false)
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+#: argparse types shared by ``ladder chat`` and ``ladder serve``.
+positive_int = _bounded(int, lambda v: v >= 1, "at least 1", "positive_int")
+non_negative_float = _bounded(float, lambda v: v >= 0, "0 or more", "non_negative_float")
+probability = _bounded(float, lambda v: 0 < v <= 1, "above 0 and at most 1", "probability")
+
+
+def add_chat_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The ``ladder chat`` arguments."""
+    parser.add_argument("checkpoint", help="a model folder (e.g. runs/x/01-sft/model) or hub id")
+    parser.add_argument("--system", metavar="TEXT",
+                        help="a system message that starts the conversation (and survives /reset)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=256, metavar="N",
+                        help="most tokens per answer (default: 256)")
+    parser.add_argument("--temperature", type=non_negative_float, default=0.0,
+                        help="0 answers greedily, as the run's probes do; above 0 samples (default: 0)")
+    parser.add_argument("--top-p", type=probability, default=1.0,
+                        help="nucleus sampling threshold, used when --temperature is above 0 (default: 1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for sampling (default: 0)")
+    parser.add_argument("--backend", choices=("auto", "transformers", "vllm"), default="auto",
+                        help="auto: vLLM when installed and a CUDA GPU is visible, else transformers")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow the checkpoint's own Python code (only for checkpoints you trust)")
+    return parser
+
+
+def chat_command(args: argparse.Namespace) -> int:
+    """The ``ladder chat`` command: a conversation on stdin/stdout until /exit or end of input."""
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                  top_p=args.top_p, seed=args.seed, backend=args.backend)
+    chat_loop(args.checkpoint, settings=settings, options={"trust_remote_code": args.trust_remote_code},
+              system=args.system)
+    return 0

@@ -170,15 +170,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_chat(args: argparse.Namespace) -> int:
-    from ladder.chat import chat_loop
-    from ladder.generation import GenerationSettings
-
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
-    chat_loop(args.checkpoint, settings=settings, options={"trust_remote_code": args.trust_remote_code})
-    return 0
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ladder.demo import RECIPE, export
 
@@ -244,16 +235,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("chat", help="chat with a checkpoint in the terminal")
-    p.add_argument("checkpoint", help="a model folder (e.g. runs/x/01-sft/model) or hub id")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--trust-remote-code", action="store_true")
-    p.set_defaults(func=_cmd_chat)
+    from ladder.chat import add_chat_arguments, chat_command  # light: no torch
+    from ladder.serve import add_serve_arguments, serve_command  # light: no torch, starlette or uvicorn
 
-    p = sub.add_parser("serve", help="serve a checkpoint over an OpenAI-compatible API (vLLM on a GPU, else ladder's server)")
-    from ladder.serve import add_serve_arguments, serve_command
+    p = sub.add_parser("chat", help="chat with a checkpoint in the terminal",
+                       description="Chat with a checkpoint, decoded as the run's probes are. "
+                       "/reset starts over, /exit (or end of input) quits.")
+    add_chat_arguments(p)
+    p.set_defaults(func=chat_command)
 
+    p = sub.add_parser("serve", help="serve a checkpoint over an OpenAI-compatible API (vLLM on a GPU, else ladder's server)",
+                       description="Serve a checkpoint over an OpenAI-compatible chat API (streaming, API key, "
+                       "request limits): vLLM on a GPU, else ladder's server on transformers. See docs/serving.md.")
     add_serve_arguments(p)
     p.set_defaults(func=serve_command)
 

@@ -241,6 +241,8 @@ def generate(
     tokenizer: PreTrainedTokenizerBase,
     conversations: Sequence[Conversation],
     settings: GenerationSettings | None = None,
+    *,
+    streamer: Any = None,
 ) -> list[Generation]:
     """Answer each conversation with a loaded transformers model.
 
@@ -251,6 +253,10 @@ def generate(
         conversations: chat conversations (lists of ``{"role", "content"}`` messages); a bare
             string is taken as one user message.
         settings: decoding settings (``backend`` is ignored here).
+        streamer: handed to ``model.generate`` (transformers' streamer protocol: ``put()`` with
+            the prompt ids, then with each step's new token per row; ``end()``), so a caller
+            sees tokens as they are produced. All conversations must fit one batch; its rows
+            are the conversations longest prompt first, equal lengths in the given order.
 
     Returns:
         One :class:`Generation` per conversation, in order.
@@ -280,6 +286,9 @@ def generate(
     # Longest prompts first: batches hold prompts of similar length (little padding) and a
     # batch that does not fit in memory fails at once rather than at the end.
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    if streamer is not None and len(prompts) > settings.batch_size:
+        raise ConfigError(f"a streamer follows one batch: {len(prompts)} conversations exceed "
+                          f"batch_size={settings.batch_size}; raise batch_size or stream fewer")
     results: list[Generation | None] = [None] * len(prompts)
     with _inference_state(model, None if settings.greedy else settings.seed):
         for start in range(0, len(order), settings.batch_size):
@@ -295,7 +304,7 @@ def generate(
                 device=device,
             )
             out = model.generate(  # type: ignore[operator]
-                input_ids=input_ids, attention_mask=attention_mask, generation_config=config
+                input_ids=input_ids, attention_mask=attention_mask, generation_config=config, streamer=streamer
             )
             for row, i in zip(out[:, width:].tolist(), batch, strict=True):
                 results[i] = _finish(row, stops, tokenizer)

@@ -95,3 +95,27 @@ def test_system_message_survives_reset(tiny_model: Path) -> None:
         system="Be brief.",
     )
     assert history == [{"role": "system", "content": "Be brief."}]
+
+
+def test_the_chat_command_uses_its_flags(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    from ladder.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\n/exit\n"))
+    argv = ["chat", str(tiny_model), "--system", "Be brief.", "--max-new-tokens", "6", "--temperature", "0",
+            "--backend", "transformers"]
+    assert main(argv) == 0
+    said = capsys.readouterr().out.splitlines()
+    settings = GenerationSettings(max_new_tokens=6)
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}]
+    model, tok = load_model(tiny_model, device="cpu"), load_tokenizer(tiny_model)
+    answer = generate(model, tok, [conversation], settings)[0]
+    without_system = generate(model, tok, ["hello"], settings)[0]
+    assert answer.text != without_system.text  # so the check below sees the system message
+    assert said[0].startswith(f"Chatting with {tiny_model} (transformers).")
+    # the prompt "you> " precedes the answer on the same line (input() writes it without a newline)
+    assert said[1] == PROMPT + answer.text
+    assert said[2:] == ([] if answer.stopped else ["(answer cut at 6 tokens)"]) + [PROMPT]  # then /exit
