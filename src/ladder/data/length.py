@@ -113,7 +113,9 @@ def kept_indices(n_rows: int, problems: Sequence[DataError]) -> list[int]:
     """Original row numbers of the rows a normaliser kept (those without a problem), in order.
 
     Normalisers return the good rows only; this maps their positions back to the file's rows,
-    so a later message can name the row a user sees.
+    so a later message can name the row a user sees. The normalisers' rows carry their exact
+    origins (:class:`~ladder.data.rows.Rows`, also right after a shuffle, a mix or a ``drop:``),
+    which :func:`preflight_rows` and :func:`enforce_rows` use instead when they have them.
     """
     bad = {p.row for p in problems if p.row is not None}
     return [i for i in range(n_rows) if i not in bad]
