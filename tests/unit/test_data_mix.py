@@ -145,7 +145,8 @@ def test_drop_on_a_mix_counts_per_part(tmp_path: Path) -> None:
         ({"mix": [{"mix": [{"source": "A"}]}]}, "cannot itself be a mix"),
         ({"mix": [{"source": "A", "drop": ["non_text"]}]}, "drop: applies to the whole mix"),
         ({"mix": [{"source": "A"}], "columns": {"output": "x"}}, "put it on each part"),
-        ({"mix": []}, "mix: expected a non-empty list"),
+        ({"mix": []}, "needs either a source or a mix: list"),
+        ({"mix": "a.jsonl"}, "mix: expected a list of datasets"),
         ({"source": "A", "fraction": 0.5}, "use limit for one dataset"),
         ({"source": "A", "colums": {}}, "unknown dataset setting(s) 'colums'"),
         ({"source": "A", "drop": ["images"]}, "drop: unknown ['images']"),
@@ -166,11 +167,17 @@ def test_mix_settings_that_cannot_work_are_refused(parts: tuple[str, str], spec:
     assert words in str(info.value)
 
 
-def test_a_spec_is_built_from_python_too(parts: tuple[str, str]) -> None:
+def test_a_spec_is_built_from_python_too_and_round_trips_through_its_dict(parts: tuple[str, str]) -> None:
+    from ladder.stage import config_to_dict
+
     a, b = parts
-    spec = DatasetSpec(mix=[DatasetSpec(source=a, count=1), {"source": b, "count": 1}], seed=0)
+    spec = DatasetSpec(mix=[DatasetSpec(source=a, count=1), {"source": b, "count": 1, "columns": {"x": "output"}}],
+                       seed=0, drop="non_text")
+    assert spec.mix[1].count == 1 and spec.drop == ("non_text",)
+    # the manifest (and the Modal executor) carry a spec as its dict; it reads back as the same spec
+    assert as_spec(config_to_dict(spec)) == spec
     rows, _ = load_rows(spec)
-    assert len(rows) == 2 and spec.mix[1].count == 1
+    assert len(rows) == 2
 
 
 def test_seed_and_limit_on_one_file_still_name_the_files_rows(tmp_path: Path) -> None:

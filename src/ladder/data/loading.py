@@ -60,10 +60,10 @@ def _drop(value: Any) -> tuple[str, ...]:
 
 
 def _parts(value: Any) -> tuple[DatasetSpec, ...]:
-    if value is None or (isinstance(value, tuple) and not value):  # the default: no mix
+    if value is None or (isinstance(value, (list, tuple)) and not value):  # no mix (a spec written out has [])
         return ()
-    if not isinstance(value, Sequence) or isinstance(value, str) or not value:
-        raise DataError(f"mix: expected a non-empty list of datasets, got {value!r}")
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        raise DataError(f"mix: expected a list of datasets, got {value!r}")
     return tuple(as_spec(part) for part in value)
 
 
@@ -218,7 +218,7 @@ def load_rows(spec: Any) -> tuple[Rows, str]:
     if spec.mix:
         parts = []
         for k, part in enumerate(spec.mix):
-            rows, label = load_rows(part)
+            rows, label = _load_one(part)
             parts.append((take(rows, label, fraction=part.fraction, count=part.count, seed=spec.seed, part=k), label,
                           len(rows)))
         mixed = combine(parts, spec.seed, spec.drop)
@@ -228,6 +228,11 @@ def load_rows(spec: Any) -> tuple[Rows, str]:
     if spec.fraction is not None or spec.count is not None:
         raise DataError("fraction and count choose a part's rows in a mix:; use limit for one dataset",
                         source=spec.label)
+    return _load_one(spec)
+
+
+def _load_one(spec: DatasetSpec) -> tuple[Rows, str]:
+    """One dataset's rows (no mix), renamed, shuffled and cut as its spec says."""
     label = spec.label
     raw = _read_source(spec)
     for i, row in enumerate(raw):

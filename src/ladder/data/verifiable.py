@@ -16,6 +16,9 @@ Accepted shapes:
   the reference answer is read from the solution's last ``\\boxed{...}``, ``<answer>`` block
   or ``####``.
 
+Prompt messages may be ShareGPT or OpenAI style, with content as text or a list of text parts
+(see :mod:`ladder.data.messages`); tool calls are for SFT data only.
+
 An RL stage that learns from a reward model alone needs no reference answer: with
 ``require_answer=False`` a row may be a prompt only (``prompt``, ``question`` or ``problem``
 without an answer); a reference answer that is there is still read and checked.
