@@ -268,7 +268,7 @@ def test_an_image_part_is_an_error_naming_row_and_field(tmp_path: Path) -> None:
     rows, (problem,), _ = load("sft", str(path))
     assert len(rows) == 1
     assert (problem.source, problem.row, problem.field) == (str(path), 1, "messages[0].content[0]")
-    assert "'image' part" in str(problem) and "drop: [non_text]" in str(problem)
+    assert "part of type 'image'" in str(problem) and "drop: [non_text]" in str(problem)
 
 
 def test_drop_non_text_leaves_image_rows_out_and_counts_them(tmp_path: Path) -> None:

@@ -68,7 +68,7 @@ def problem_of(row: dict[str, Any]) -> DataError:
         ({"messages": [USER, {"role": "assistant", "content": [{"type": "text", "text": 3}]}]},
          "messages[1].content[0].text", "as a string"),
         ({"messages": [USER, {"role": "assistant", "content": [{"type": "input_audio", "input_audio": {}}]}]},
-         "messages[1].content[0]", "'input_audio' part"),
+         "messages[1].content[0]", "part of type 'input_audio'"),
     ],
 )
 def test_unusable_rows_name_row_and_field(row: dict, field: str, words: str) -> None:

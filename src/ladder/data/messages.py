@@ -89,8 +89,8 @@ def content_text(value: Any, field: str, at: At) -> str:
                 texts.append(text)
             else:
                 raise NonTextContentError(
-                    f"a {kind!r} part: ladder trains on text only; remove the part, or set drop: [non_text] on the "
-                    "dataset to leave such rows out (they are counted in data_checks)",
+                    f"a part of type {kind!r}: ladder trains on text only; remove the part, or set drop: [non_text] "
+                    "on the dataset to leave such rows out (they are counted in data_checks)",
                     source=at.source, row=at.index, field=f"{field}[{k}]",
                 )
         return "".join(texts)

@@ -171,8 +171,10 @@ def normalize_sft_rows(rows: Sequence[Mapping[str, Any]], source: str) -> tuple[
 
     Example:
         >>> rows, problems = normalize_sft_rows([{"instruction": "Hi", "output": "Hello"}, {"x": 1}], "d.jsonl")
-        >>> rows[0], str(problems[0])[:28]
-        ({'messages': [{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello'}]}, 'd.jsonl, row 1: unrecognised')
+        >>> rows[0]
+        {'messages': [{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello'}]}
+        >>> str(problems[0])[:28], rows.origins[0]
+        ('d.jsonl, row 1: unrecognised', Origin(source='d.jsonl', row=0))
     """
     return normalise_each(rows, source, lambda row, origin, changes: sft_row(row, origin, changes=changes))
 
