@@ -30,7 +30,7 @@ from typing import Any
 from ladder.data.rows import NonTextContentError, Origin
 from ladder.errors import DataError
 
-__all__ = ["ROLES", "SPEAKERS", "At", "content_text", "parse_message", "parse_messages", "parse_tools"]
+__all__ = ["ROLES", "SPEAKERS", "At", "content_text", "parse_message", "parse_messages", "parse_tools", "with_system"]
 
 ROLES = ("system", "user", "assistant", "tool")
 #: ShareGPT / LLaMA-Factory speaker names -> chat roles (``function_call``: an assistant tool call).
@@ -257,3 +257,23 @@ def parse_tools(value: Any, field: str, at: At) -> list[dict[str, Any]] | None:
         out.append({"type": tool.get("type", "function"), "function": dict(function)} if "function" in tool
                    else {"type": "function", "function": dict(tool)})
     return out or None
+
+
+def with_system(chat: list[dict[str, Any]], row: Mapping[str, Any], at: At, changes: Changes) -> list[dict[str, Any]]:
+    """``chat`` with the row's ``system`` column as its first turn, unless it starts with one.
+
+    A different system turn already there wins (counted as ``system_ignored``); ``""`` is no
+    system prompt (LLaMA-Factory writes it so).
+    """
+    system = row.get("system")
+    if system is None:
+        return chat
+    if not isinstance(system, str):
+        raise at.error(f"expected a string, got {type(system).__name__}", "system")
+    if not system.strip():
+        return chat
+    if chat and chat[0]["role"] == "system":
+        if chat[0]["content"] != system:
+            changes.append(("system_ignored", "system", "the chat starts with its own system turn"))
+        return chat
+    return [{"role": "system", "content": system}, *chat]

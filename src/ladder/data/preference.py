@@ -37,7 +37,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ladder.data.messages import At, Changes, parse_message, parse_messages
+from ladder.data.messages import At, Changes, parse_message, parse_messages, with_system
 from ladder.data.rows import Origin, Rows, normalise_each
 from ladder.errors import DataError
 
@@ -140,21 +140,6 @@ def _prompt_matches(prompt: str | list[Message], prefix: list[Message], field: s
         )
 
 
-def _with_system(prompt: list[Message], row: Mapping[str, Any], at: At, changes: Changes) -> list[Message]:
-    system = row.get("system")
-    if system is None:
-        return prompt
-    if not isinstance(system, str):
-        raise at.error(f"expected a string, got {type(system).__name__}", "system")
-    if not system.strip():
-        return prompt  # LLaMA-Factory writes "" for "no system prompt"
-    if prompt and prompt[0]["role"] == "system":
-        if prompt[0]["content"] != system:
-            changes.append(("system_ignored", "system", "the prompt starts with its own system turn"))
-        return prompt
-    return [{"role": "system", "content": system}, *prompt]
-
-
 def _check_prompt(prompt: list[Message], field: str, at: At) -> None:
     users = [m for m in prompt if m["role"] == "user"]
     if not users:
@@ -177,11 +162,8 @@ def preference_row(row: Mapping[str, Any], source: str | Origin, index: int | No
                    changes: Changes | None = None) -> dict[str, Any]:
     """One row (any supported shape) as ``{"prompt": messages, "chosen": str, "rejected": str}``.
 
-    Args:
-        row: the raw row.
-        source: the dataset's label (or the row's :class:`~ladder.data.rows.Origin`).
-        index: the row's number in its source, for errors.
-        changes: collects ``(reason, field, why)`` for each change worth counting.
+    The arguments are those of :func:`ladder.data.sft.sft_row`: the row, where it is (a label
+    and row number, or an :class:`~ladder.data.rows.Origin`), and a list collecting changes.
 
     Raises:
         DataError: naming ``source``, the row ``index`` and the offending field.
@@ -224,7 +206,7 @@ def preference_row(row: Mapping[str, Any], source: str | Origin, index: int | No
         )
     if chosen.strip() == rejected.strip():
         raise at.error("identical chosen and rejected: the pair teaches nothing; remove the row", "chosen")
-    prompt = _with_system(prompt, row, at, changes)
+    prompt = with_system(prompt, row, at, changes)
     _check_prompt(prompt, prompt_field, at)
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 

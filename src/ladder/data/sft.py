@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ladder.data.messages import At, Changes, parse_messages, parse_tools
+from ladder.data.messages import At, Changes, parse_messages, parse_tools, with_system
 from ladder.data.rows import Origin, Rows, normalise_each
 from ladder.errors import DataError
 
@@ -73,22 +73,6 @@ def _alpaca(row: Mapping[str, Any], at: At, changes: Changes) -> list[dict[str, 
     return [*history, {"role": "user", "content": user}, {"role": "assistant", "content": output}]
 
 
-def _with_system(chat: list[dict[str, Any]], row: Mapping[str, Any], at: At,
-                 changes: Changes) -> list[dict[str, Any]]:
-    system = row.get("system")
-    if system is None:
-        return chat
-    if not isinstance(system, str):
-        raise at.error(f"expected a string, got {type(system).__name__}", "system")
-    if not system.strip():
-        return chat  # LLaMA-Factory writes "" for "no system prompt"
-    if chat and chat[0]["role"] == "system":
-        if chat[0]["content"] != system:
-            changes.append(("system_ignored", "system", "the chat starts with its own system turn"))
-        return chat
-    return [{"role": "system", "content": system}, *chat]
-
-
 def _check_chat(chat: list[dict[str, Any]], field: str, at: At, tools: list[dict[str, Any]] | None) -> None:
     if not any(m["role"] == "assistant" for m in chat):
         raise at.error("no assistant turn to learn from", field)
@@ -129,11 +113,11 @@ def sft_row(row: Mapping[str, Any], source: str | Origin, index: int | None = No
     tools = None
     if "messages" in row or "conversations" in row:
         field = "messages" if "messages" in row else "conversations"
-        chat = _with_system(parse_messages(row[field], field, at, tools=True, changes=changes), row, at, changes)
+        chat = with_system(parse_messages(row[field], field, at, tools=True, changes=changes), row, at, changes)
         tools = parse_tools(row.get("tools"), "tools", at)
     elif "instruction" in row:
         field = "instruction"
-        chat = _with_system(_alpaca(row, at, changes), row, at, changes)
+        chat = with_system(_alpaca(row, at, changes), row, at, changes)
     elif "prompt" in row or "completion" in row:
         field = "completion"
         completion = row.get("completion")
@@ -146,7 +130,7 @@ def sft_row(row: Mapping[str, Any], source: str | Origin, index: int | None = No
             prefix = parse_messages(prompt, "prompt", at, tools=True, changes=changes)
         else:
             prefix = [{"role": "user", "content": _need_str(row, "prompt", at)}]
-        chat = _with_system(prefix + comp, row, at, changes)
+        chat = with_system(prefix + comp, row, at, changes)
         tools = parse_tools(row.get("tools"), "tools", at)
     else:
         raise at.error(
