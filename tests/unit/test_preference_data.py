@@ -217,3 +217,25 @@ def test_split_never_holds_out_everything() -> None:
 def test_split_rejects_a_bad_fraction() -> None:
     with pytest.raises(ValueError, match="fraction"):
         split_heldout([1, 2, 3], 1.0, seed=0)
+
+
+def test_a_system_column_the_prompt_overrides_is_counted() -> None:
+    rows = [
+        {"system": "Other.", "prompt": [{"role": "system", "content": "Be brief."}, USER], "chosen": "A",
+         "rejected": "B"},
+        {"system": "Be brief.", "prompt": [{"role": "system", "content": "Be brief."}, USER], "chosen": "A",
+         "rejected": "B"},
+    ]
+    normalised, problems = normalize_preference_rows(rows, "pairs.jsonl")
+    assert problems == []
+    changed = normalised.checks.summary()["changed"]
+    assert list(changed) == ["system_ignored"]  # the second row's system column says the same: no change
+    assert [(r["row"], r["field"]) for r in changed["system_ignored"]["rows"]] == [(0, "system")]
+
+
+def test_the_split_keeps_each_pairs_origin() -> None:
+    rows = [{"prompt": f"Q{i}", "chosen": "A", "rejected": "B"} for i in range(30)]
+    normalised, _ = normalize_preference_rows(rows, "pairs.jsonl")
+    train, held = split_heldout(normalised, 0.1, seed=0)
+    assert [o.row for o in held.origins] == [int(r["prompt"][0]["content"][1:]) for r in held]
+    assert len(train.origins) == 27 and train.checks is normalised.checks

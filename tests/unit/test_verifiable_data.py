@@ -147,3 +147,13 @@ def test_unknown_shape_lists_accepted_shapes() -> None:
 def test_every_bad_row_is_reported() -> None:
     _, problems = normalize_verifiable_rows([{"question": "a"}, GSM8K_ROW, {"prompt": "b"}, 7], "x")
     assert [p.row for p in problems] == [0, 2, 3]
+
+
+def test_a_system_prompt_the_row_overrides_is_counted() -> None:
+    row = {"prompt": [{"role": "system", "content": "Row's own."}, {"role": "user", "content": "2+2?"}], "answer": "4"}
+    rows, problems = normalize_verifiable_rows([row, GSM8K_ROW], "x.jsonl", system_prompt="Be exact.")
+    assert problems == []
+    assert rows[0]["prompt"][0] == {"role": "system", "content": "Row's own."}
+    assert rows[1]["prompt"][0] == {"role": "system", "content": "Be exact."}
+    changed = rows.checks.summary()["changed"]
+    assert [(r["row"], r["field"]) for r in changed["system_ignored"]["rows"]] == [(0, "prompt[0]")]

@@ -21,7 +21,6 @@ axolotl) but never silently: pre-flight logs a warning naming them, and their co
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ladder.data.pretokenizer import preflight_tokenizer
+from ladder.data.rendering import check_tools_render
+from ladder.data.rendering import render_chat as _render
+from ladder.data.rows import DataChecks, Origin
 from ladder.errors import DataError
 
 if TYPE_CHECKING:
@@ -82,16 +85,10 @@ def token_lengths(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> l
     return [len(ids) for ids in encoded]
 
 
-def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], template: str | None,
-            *, generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, chat_template=template,
-                                         add_generation_prompt=generation_prompt)
-
-
 def chat_lengths(tokenizer: PreTrainedTokenizerBase, rows: Sequence[Mapping[str, Any]],
                  template: str | None = None) -> list[int]:
-    """Tokens of each SFT row (``{"messages": [...]}``) rendered with the chat template."""
-    return token_lengths(tokenizer, [_render(tokenizer, list(r["messages"]), template) for r in rows])
+    """Tokens of each SFT row (``{"messages": [...]}``, with its ``tools``) rendered with the chat template."""
+    return token_lengths(tokenizer, [_render(tokenizer, r["messages"], template, tools=r.get("tools")) for r in rows])
 
 
 def pair_lengths(tokenizer: PreTrainedTokenizerBase, rows: Sequence[Mapping[str, Any]],
@@ -116,7 +113,9 @@ def kept_indices(n_rows: int, problems: Sequence[DataError]) -> list[int]:
     """Original row numbers of the rows a normaliser kept (those without a problem), in order.
 
     Normalisers return the good rows only; this maps their positions back to the file's rows,
-    so a later message can name the row a user sees.
+    so a later message can name the row a user sees. The normalisers' rows carry their exact
+    origins (:class:`~ladder.data.rows.Rows`, also right after a shuffle, a mix or a ``drop:``),
+    which :func:`preflight_rows` and :func:`enforce_rows` use instead when they have them.
     """
     bad = {p.row for p in problems if p.row is not None}
     return [i for i in range(n_rows) if i not in bad]
@@ -130,7 +129,7 @@ def check_lengths(
     policy: str,
     source: str,
     setting: str = "max_length",
-    indices: Sequence[int] | None = None,
+    indices: Sequence[int | Origin] | None = None,
     what: str = "row",
     can_truncate: bool = True,
     log: bool = True,
@@ -144,7 +143,8 @@ def check_lengths(
         policy: ``error``, ``drop`` or ``truncate`` (see the module docstring).
         source: the dataset's label, for messages.
         setting: the name of the limit's setting, for messages.
-        indices: each row's number in the file (default: its position).
+        indices: each row's number in the file (default: its position), or its
+            :class:`~ladder.data.rows.Origin` (named with its source when that is not ``source``).
         what: what a row is called in messages (``row``, ``pair``, ``prompt``).
         can_truncate: whether the stage offers ``truncate`` (named in the error's advice).
         log: log a warning naming the dropped or truncated rows (pre-flight does not).
@@ -179,7 +179,7 @@ def check_lengths(
     if not over:
         return LengthCheck(list(rows), [], summary)
     count = f"{len(over)} {what}{'s' if len(over) > 1 else ''}"
-    listed = ", ".join(f"{what} {i}: {n} tokens" for i, n in over[:_SHOWN])
+    listed = ", ".join(f"{_name(what, i, source)}: {n} tokens" for i, n in over[:_SHOWN])
     if len(over) > _SHOWN:
         listed += f", and {len(over) - _SHOWN} more"
     if policy == "error":
@@ -189,8 +189,8 @@ def check_lengths(
         problem = DataError(
             f"{count} {'are' if len(over) > 1 else 'is'} longer than {setting} {limit} tokens ({listed}); "
             f"raise {setting}, or set {fixes}",
-            source=source,
-            row=over[0][0],
+            source=_place(over[0][0], source)[0],
+            row=_place(over[0][0], source)[1],
         )
         return LengthCheck(list(rows), [problem], summary)
     if policy == "drop":
@@ -213,7 +213,28 @@ def check_lengths(
     return LengthCheck(list(rows), [], summary)
 
 
-def duplicate_rows(rows: Sequence[Mapping[str, Any]], indices: Sequence[int] | None = None) -> list[tuple[int, int]]:
+def _name(what: str, number: int | Origin, source: str) -> str:
+    """``row 3``, or ``b.jsonl row 3`` for a row of a mix's part."""
+    if isinstance(number, Origin):
+        return f"{what} {number.row}" if number.source == source else f"{number.source} {what} {number.row}"
+    return f"{what} {number}"
+
+
+def _place(number: int | Origin, source: str) -> tuple[str, int]:
+    return (number.source, number.row) if isinstance(number, Origin) else (source, number)
+
+
+def _numbers(rows: Sequence[Any], indices: Sequence[int] | None) -> Sequence[int | Origin] | None:
+    """The rows' own origins when they carry them (a normaliser's rows), else ``indices``."""
+    origins = getattr(rows, "origins", None)
+    if isinstance(origins, list) and len(origins) == len(rows):
+        return origins
+    return indices
+
+
+def duplicate_rows(
+    rows: Sequence[Mapping[str, Any]], indices: Sequence[int | Origin] | None = None
+) -> list[tuple[Any, Any]]:
     """``(row, first row it repeats)`` for every exact duplicate (same keys and values).
 
     ``indices`` gives each row's number in the file (default: its position).
@@ -235,66 +256,18 @@ def duplicate_rows(rows: Sequence[Mapping[str, Any]], indices: Sequence[int] | N
 
 
 def duplicates_warning(
-    rows: Sequence[Mapping[str, Any]], source: str, indices: Sequence[int] | None = None
+    rows: Sequence[Mapping[str, Any]], source: str, indices: Sequence[int | Origin] | None = None
 ) -> tuple[int, str | None]:
     """The number of exact duplicate rows and a warning naming them (``None`` when there are none)."""
     found = duplicate_rows(rows, indices)
     if not found:
         return 0, None
-    shown = ", ".join(f"row {i} = row {j}" for i, j in found[:_SHOWN])
+    shown = ", ".join(f"{_name('row', i, source)} = {_name('row', j, source)}" for i, j in found[:_SHOWN])
     more = f", and {len(found) - _SHOWN} more" if len(found) > _SHOWN else ""
     return len(found), (
         f"{source}: {len(found)} exact duplicate row{'s' if len(found) > 1 else ''} ({shown}{more}); they are kept, "
         f"so each trains as often as it appears; remove them if that is not intended"
     )
-
-
-def preflight_tokenizer(ctx: StageContext) -> PreTrainedTokenizerBase | None:
-    """The tokenizer pre-flight measures lengths with: the base model's, when it is a local folder
-    or a hub model already in the local Hugging Face cache.
-
-    Returns ``None`` (lengths are then checked when the stage runs, with its input's tokenizer)
-    for a hub model that is not cached: pre-flight downloads nothing.
-    """
-    from pathlib import Path
-
-    base = (ctx.checkpoints or {}).get("base")
-    if base is None:
-        return None
-    trust = bool((ctx.options or {}).get("trust_remote_code", False))
-    if Path(base.path).is_dir():
-        return _tokenizer(base.path, None, trust, False)
-    if _cached_on_hub(base.path, base.revision):
-        try:
-            return _tokenizer(base.path, base.revision, trust, True)
-        except Exception:  # an incomplete cache: measured when the stage runs
-            logger.debug("could not load the cached tokenizer of %s", base.path, exc_info=True)
-    return None
-
-
-def _cached_on_hub(repo_id: str, revision: str | None) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        found = try_to_load_from_cache(repo_id, "tokenizer_config.json", revision=revision)
-    except Exception:  # not a valid repo id, or no hub library
-        return False
-    return isinstance(found, str)
-
-
-@functools.lru_cache(maxsize=4)
-def _tokenizer(path: str, revision: str | None, trust_remote_code: bool, cached: bool) -> Any:
-    if not cached:
-        from ladder.training.models import load_tokenizer
-
-        return load_tokenizer(path, {"trust_remote_code": trust_remote_code})
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code,
-                                        local_files_only=True)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
 
 
 LengthsOf = Callable[[Any, Sequence[Any], "str | None"], list[int]]
@@ -320,6 +293,7 @@ def preflight_rows(
     is a local folder) and the rows render with the chat template; otherwise the stage measures
     them before training.
     """
+    indices = _numbers(rows, indices)
     _count, warning = duplicates_warning(rows, source, indices)
     if warning:
         logger.warning(warning)
@@ -327,7 +301,10 @@ def preflight_rows(
     if tokenizer is None or not rows:
         return []
     try:
+        check_tools_render(tokenizer, rows, template, source)
         lengths = lengths_of(tokenizer, rows, template)
+    except DataError as exc:  # the template drops what the rows hold
+        return [str(exc)]
     except Exception:  # e.g. no chat template yet: the stage measures with its own before training
         logger.debug("pre-flight could not measure %s; the stage measures before training", source, exc_info=True)
         return []
@@ -352,18 +329,27 @@ def enforce_rows(
 ) -> tuple[list[Any], dict[str, Any]]:
     """The stage's row checks before training, with its input checkpoint's own tokenizer.
 
+    Rows from a normaliser (a :class:`~ladder.data.rows.Rows`) are named by their own
+    origins, and bring what loading and normalising did to them.
+
     Returns:
         ``(rows to train on, data_checks)``: ``data_checks`` (for ``metrics.json``) holds
-        ``duplicate_rows`` and the ``overlength`` summary of :func:`check_lengths`.
+        ``duplicate_rows``, the ``overlength`` summary of :func:`check_lengths` and, for a
+        normaliser's rows, :meth:`~ladder.data.rows.DataChecks.summary` (``loaded``, ``kept``,
+        ``dropped`` and ``changed`` per reason with the rows named, ``columns``, ``sources``).
 
     Raises:
         DataError: under ``overlength: error`` when a row is too long, or under ``drop`` when
-            no row is short enough.
+            no row is short enough; or when the chat template drops the rows' tool calls.
     """
-    duplicates, _warning = duplicates_warning(rows, source, indices)
+    numbers = _numbers(rows, indices)
+    duplicates, _warning = duplicates_warning(rows, source, numbers)
+    check_tools_render(tokenizer, rows, template, source)
     check = check_lengths(rows, lengths_of(tokenizer, rows, template) if rows else [], limit=limit, policy=policy,
-                          source=source, setting=setting, indices=indices, what=what, can_truncate=can_truncate)
+                          source=source, setting=setting, indices=numbers, what=what, can_truncate=can_truncate)
     if check.problems:
         raise check.problems[0]
-    return check.rows, {"duplicate_rows": duplicates, "overlength": check.summary}
+    found = getattr(rows, "checks", None)
+    shapes = found.summary() if isinstance(found, DataChecks) else {}
+    return check.rows, {"duplicate_rows": duplicates, "overlength": check.summary, **shapes}
 

@@ -17,7 +17,15 @@ preference evaluation and reward-model training::
 - LLaMA-Factory's ranking format (llamafactory/DPO-En-Zh-20k): ``conversations`` as a
   ShareGPT list of ``{"from", "value"}`` messages ending with the human turn, and ``chosen``/
   ``rejected`` as single ``{"from": "gpt", "value": ...}`` messages (or plain strings);
-- an optional ``system`` string, prepended when the prompt has no system message.
+- H4 UltraFeedback (``HuggingFaceH4/ultrafeedback_binarized``): a ``prompt`` string and
+  ``chosen``/``rejected`` as whole conversations (``[user, assistant]``, or longer ones sharing
+  earlier turns); the prompt is the start both share, and the ``prompt`` column must agree
+  with it (its last user turn, or its first); the other columns (``messages``, scores,
+  ``prompt_id``) are not used;
+- an optional ``system`` string, prepended when the prompt has no system message (a different
+  system turn already there wins, counted as ``system_ignored``).
+
+Message content may be a list of text parts; see :mod:`ladder.data.messages`.
 
 :func:`split_heldout` makes the deterministic train/held-out split the DPO stage reports
 preference accuracy on.
@@ -29,6 +37,8 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ladder.data.messages import At, Changes, parse_message, parse_messages, with_system
+from ladder.data.rows import Origin, Rows, normalise_each
 from ladder.errors import DataError
 
 __all__ = [
@@ -42,79 +52,26 @@ __all__ = [
 # Sets this large always hold out at least one pair when a held-out fraction is asked for.
 MIN_ROWS_FOR_HELDOUT = 20
 
-_ROLES = {"system", "user", "assistant", "tool"}
-# ShareGPT / LLaMA-Factory speaker names -> chat roles.
-_SHAREGPT_ROLES = {
-    "human": "user",
-    "user": "user",
-    "gpt": "assistant",
-    "assistant": "assistant",
-    "system": "system",
-    "observation": "tool",
-    "tool": "tool",
-}
+Message = dict[str, Any]
 
 
-class _Row:
-    """Where a row came from, for errors that name source, row and field."""
-
-    __slots__ = ("index", "source")
-
-    def __init__(self, source: str, index: int) -> None:
-        self.source = source
-        self.index = index
-
-    def error(self, message: str, field: str | None = None) -> DataError:
-        return DataError(message, source=self.source, row=self.index, field=field)
-
-
-def _message(m: Any, where: str, at: _Row) -> dict[str, str]:
-    if not isinstance(m, Mapping):
-        raise at.error(f"expected a message object, got {type(m).__name__}", where)
-    if "from" in m and "role" not in m:  # ShareGPT
-        speaker = m.get("from")
-        role = _SHAREGPT_ROLES.get(str(speaker)) if isinstance(speaker, str) else None
-        content_field = "value"
-        if role is None:
-            raise at.error(
-                f"unknown speaker {speaker!r}; use one of {sorted(_SHAREGPT_ROLES)}", f"{where}.from"
-            )
-    else:
-        role = m.get("role")
-        content_field = "content"
-        if role not in _ROLES:
-            raise at.error(f"unknown role {role!r}; use one of {sorted(_ROLES)}", f"{where}.role")
-    content = m.get(content_field)
-    if content is None:
-        raise at.error("missing field", f"{where}.{content_field}")
-    if not isinstance(content, str):
-        raise at.error(f"expected string content, got {type(content).__name__}", f"{where}.{content_field}")
-    return {"role": role, "content": content}
-
-
-def _messages(value: Any, field: str, at: _Row) -> list[dict[str, str]]:
-    if not isinstance(value, Sequence) or isinstance(value, str) or not value:
-        raise at.error("expected a non-empty list of messages", field)
-    return [_message(m, f"{field}[{j}]", at) for j, m in enumerate(value)]
-
-
-def _present(row: Mapping[str, Any], field: str, at: _Row) -> Any:
+def _present(row: Mapping[str, Any], field: str, at: At) -> Any:
     if field not in row or row[field] is None:
         raise at.error("missing field", field)
     return row[field]
 
 
-def _answer(value: Any, field: str, at: _Row) -> str:
+def _answer(value: Any, field: str, at: At, changes: Changes) -> str:
     """``chosen``/``rejected`` given next to an explicit prompt: text, one message, or a list of one."""
     if isinstance(value, str):
         text = value
     elif isinstance(value, Mapping):
-        msg = _message(value, field, at)
+        msg = parse_message(value, field, at, changes=changes)
         if msg["role"] != "assistant":
             raise at.error(f"the answer must be an assistant message, got role {msg['role']!r}", field)
         text = msg["content"]
     elif isinstance(value, Sequence):
-        msgs = _messages(value, field, at)
+        msgs = parse_messages(value, field, at, changes=changes)
         if len(msgs) != 1:
             raise at.error(
                 f"expected a single assistant message, got {len(msgs)} messages; put earlier turns in the prompt",
@@ -130,10 +87,10 @@ def _answer(value: Any, field: str, at: _Row) -> str:
     return text
 
 
-def _split_implicit(chosen: Any, rejected: Any, at: _Row) -> tuple[list[dict[str, str]], str, str]:
+def _split_implicit(chosen: Any, rejected: Any, at: At, changes: Changes) -> tuple[list[Message], str, str]:
     """Whole conversations sharing a prefix -> (prompt, chosen text, rejected text)."""
-    c = _messages(chosen, "chosen", at)
-    r = _messages(rejected, "rejected", at)
+    c = parse_messages(chosen, "chosen", at, changes=changes)
+    r = parse_messages(rejected, "rejected", at, changes=changes)
     shared = 0
     while shared < min(len(c), len(r)) and c[shared] == r[shared]:
         shared += 1
@@ -160,18 +117,30 @@ def _split_implicit(chosen: Any, rejected: Any, at: _Row) -> tuple[list[dict[str
     return c[:shared], texts[0], texts[1]
 
 
-def _with_system(prompt: list[dict[str, str]], row: Mapping[str, Any], at: _Row) -> list[dict[str, str]]:
-    system = row.get("system")
-    if system is None or (prompt and prompt[0]["role"] == "system"):
-        return prompt
-    if not isinstance(system, str):
-        raise at.error(f"expected a string, got {type(system).__name__}", "system")
-    if not system.strip():
-        return prompt  # LLaMA-Factory writes "" for "no system prompt"
-    return [{"role": "system", "content": system}, *prompt]
+def _short(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
-def _check_prompt(prompt: list[dict[str, str]], field: str, at: _Row) -> None:
+def _prompt_matches(prompt: str | list[Message], prefix: list[Message], field: str, at: At) -> None:
+    """The prompt column agrees with the start both conversations share (H4 UltraFeedback style)."""
+    users = [m["content"] for m in prefix if m["role"] == "user"]
+    if isinstance(prompt, list):
+        if prompt != prefix:
+            raise at.error(
+                f"the prompt ({len(prompt)} messages) is not the start that chosen and rejected share "
+                f"({len(prefix)} messages); the columns may come from different rows", field,
+            )
+        return
+    if not users:
+        raise at.error("chosen and rejected share no user turn, so they do not answer the prompt", field)
+    if prompt.strip() not in {users[-1].strip(), users[0].strip()}:
+        raise at.error(
+            f"the prompt {_short(prompt)} is not the user turn that chosen and rejected answer "
+            f"({_short(users[-1])}); the columns may come from different rows", field,
+        )
+
+
+def _check_prompt(prompt: list[Message], field: str, at: At) -> None:
     users = [m for m in prompt if m["role"] == "user"]
     if not users:
         raise at.error("the prompt has no user turn; every pair must answer a user message", field)
@@ -183,28 +152,43 @@ def _check_prompt(prompt: list[dict[str, str]], field: str, at: _Row) -> None:
         raise at.error("empty prompt: every user turn is blank", field)
 
 
-def preference_row(row: Mapping[str, Any], source: str, index: int) -> dict[str, Any]:
+def _conversations(chosen: Any, rejected: Any) -> bool:
+    """Both answers are message lists and one has more than the answer: whole conversations."""
+    lists = all(isinstance(v, Sequence) and not isinstance(v, str) for v in (chosen, rejected))
+    return lists and max(len(chosen), len(rejected)) > 1
+
+
+def preference_row(row: Mapping[str, Any], source: str | Origin, index: int | None = None, *,
+                   changes: Changes | None = None) -> dict[str, Any]:
     """One row (any supported shape) as ``{"prompt": messages, "chosen": str, "rejected": str}``.
+
+    The arguments are those of :func:`ladder.data.sft.sft_row`: the row, where it is (a label
+    and row number, or an :class:`~ladder.data.rows.Origin`), and a list collecting changes.
 
     Raises:
         DataError: naming ``source``, the row ``index`` and the offending field.
     """
-    at = _Row(source, index)
+    at = At(source, index)
+    changes = changes if changes is not None else []
     prompt_field = "prompt"
     if "conversations" in row:  # LLaMA-Factory ranking format
         prompt_field = "conversations"
-        prompt = _messages(row["conversations"], "conversations", at)
-        chosen = _answer(_present(row, "chosen", at), "chosen", at)
-        rejected = _answer(_present(row, "rejected", at), "rejected", at)
+        prompt = parse_messages(row["conversations"], "conversations", at, changes=changes)
+        chosen = _answer(_present(row, "chosen", at), "chosen", at, changes)
+        rejected = _answer(_present(row, "rejected", at), "rejected", at, changes)
     elif row.get("prompt") is not None or row.get("question") is not None:
         prompt_field = "prompt" if row.get("prompt") is not None else "question"
         value = row[prompt_field]
-        if isinstance(value, str):
-            prompt = [{"role": "user", "content": value}]
+        given: str | list[Message] = value if isinstance(value, str) else parse_messages(value, prompt_field, at,
+                                                                                          changes=changes)
+        c, r = _present(row, "chosen", at), _present(row, "rejected", at)
+        if _conversations(c, r):  # H4 UltraFeedback: the prompt, and each answer as the whole conversation
+            prompt, chosen, rejected = _split_implicit(c, r, at, changes)
+            _prompt_matches(given, prompt, prompt_field, at)
         else:
-            prompt = _messages(value, prompt_field, at)
-        chosen = _answer(_present(row, "chosen", at), "chosen", at)
-        rejected = _answer(_present(row, "rejected", at), "rejected", at)
+            prompt = [{"role": "user", "content": given}] if isinstance(given, str) else given
+            chosen = _answer(c, "chosen", at, changes)
+            rejected = _answer(r, "rejected", at, changes)
     elif "chosen" in row or "rejected" in row:
         c, r = _present(row, "chosen", at), _present(row, "rejected", at)
         if isinstance(c, str) or isinstance(r, str):
@@ -213,7 +197,7 @@ def preference_row(row: Mapping[str, Any], source: str, index: int) -> dict[str,
                 "conversations sharing the prompt)",
                 "prompt",
             )
-        prompt, chosen, rejected = _split_implicit(c, r, at)
+        prompt, chosen, rejected = _split_implicit(c, r, at, changes)
         prompt_field = "chosen"
     else:
         raise at.error(
@@ -222,17 +206,18 @@ def preference_row(row: Mapping[str, Any], source: str, index: int) -> dict[str,
         )
     if chosen.strip() == rejected.strip():
         raise at.error("identical chosen and rejected: the pair teaches nothing; remove the row", "chosen")
-    prompt = _with_system(prompt, row, at)
+    prompt = with_system(prompt, row, at, changes)
     _check_prompt(prompt, prompt_field, at)
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
 def normalize_preference_rows(
     rows: Sequence[Mapping[str, Any]], source: str
-) -> tuple[list[dict[str, Any]], list[DataError]]:
+) -> tuple[Rows, list[DataError]]:
     """Normalise every row; return ``(rows, problems)`` so pre-flight can report all at once.
 
-    Rows with a problem are left out of the returned rows.
+    Rows with a problem are left out of the returned rows (a :class:`~ladder.data.rows.Rows`,
+    which carries each pair's origin and the :class:`~ladder.data.rows.DataChecks`).
 
     >>> rows, problems = normalize_preference_rows(
     ...     [{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."},
@@ -242,16 +227,7 @@ def normalize_preference_rows(
     >>> str(problems[0])
     "demo, row 1, field 'chosen': identical chosen and rejected: the pair teaches nothing; remove the row"
     """
-    out: list[dict[str, Any]] = []
-    problems: list[DataError] = []
-    for i, row in enumerate(rows):
-        try:
-            if not isinstance(row, Mapping):
-                raise DataError(f"expected an object (dict), got {type(row).__name__}", source=source, row=i)
-            out.append(preference_row(row, source, i))
-        except DataError as exc:
-            problems.append(exc)
-    return out, problems
+    return normalise_each(rows, source, lambda row, origin, changes: preference_row(row, origin, changes=changes))
 
 
 def heldout_count(n_rows: int, fraction: float) -> int:
@@ -285,6 +261,8 @@ def split_heldout(
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
     held = set(order[:n])
-    train = [r for i, r in enumerate(rows) if i not in held]
-    heldout = [r for i, r in enumerate(rows) if i in held]
-    return train, heldout
+    train = [i for i in range(len(rows)) if i not in held]
+    heldout = [i for i in range(len(rows)) if i in held]
+    if isinstance(rows, Rows):  # both parts keep each pair's origin and the data checks
+        return rows.subset(train), rows.subset(heldout)
+    return [rows[i] for i in train], [rows[i] for i in heldout]

@@ -16,6 +16,9 @@ Accepted shapes:
   the reference answer is read from the solution's last ``\\boxed{...}``, ``<answer>`` block
   or ``####``.
 
+Prompt messages may be ShareGPT or OpenAI style, with content as text or a list of text parts
+(see :mod:`ladder.data.messages`); tool calls are for SFT data only.
+
 An RL stage that learns from a reward model alone needs no reference answer: with
 ``require_answer=False`` a row may be a prompt only (``prompt``, ``question`` or ``problem``
 without an answer); a reference answer that is there is still read and checked.
@@ -31,13 +34,14 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ladder.data.messages import At, Changes, parse_messages
+from ladder.data.rows import Origin, Rows, normalise_each
 from ladder.errors import DataError
 
 __all__ = ["DEFAULT_INSTRUCTION", "format_prompt", "normalize_verifiable_rows", "verifiable_row"]
 
 DEFAULT_INSTRUCTION = "Put the final answer in <answer></answer> tags."
 
-_ROLES = {"system", "user", "assistant", "tool"}
 _SHAPES = (
     "GSM8K (question + answer with '#### N'), prompt (text or messages) + answer, "
     "or problem + solution (MATH style, optional answer)"
@@ -112,29 +116,12 @@ def _answer_from_solution(solution: str) -> str | None:
     return found.strip() if found and found.strip() else None
 
 
-def _messages(value: Any, source: str, index: int) -> list[dict[str, str]]:
+def _messages(value: Any, source: str, index: int) -> list[dict[str, Any]]:
     if not isinstance(value, Sequence) or isinstance(value, str) or not value:
         raise DataError(
             "expected the prompt as a string or a non-empty list of messages", source=source, row=index, field="prompt"
         )
-    out = []
-    for j, message in enumerate(value):
-        where = f"prompt[{j}]"
-        if not isinstance(message, Mapping):
-            raise DataError("expected a message object", source=source, row=index, field=where)
-        role, content = message.get("role"), message.get("content")
-        if role not in _ROLES:
-            raise DataError(
-                f"unknown role {role!r}; use one of {sorted(_ROLES)}", source=source, row=index, field=f"{where}.role"
-            )
-        if not isinstance(content, str):
-            raise DataError(
-                f"expected string content, got {type(content).__name__}",
-                source=source,
-                row=index,
-                field=f"{where}.content",
-            )
-        out.append({"role": role, "content": content})
+    out = parse_messages(value, "prompt", At(source, index))
     if out[-1]["role"] == "assistant":
         raise DataError(
             "the prompt ends with an assistant turn; the model answers after the last user turn, so end the "
@@ -157,6 +144,7 @@ def verifiable_row(
     instruction: str | None = DEFAULT_INSTRUCTION,
     prompt_template: str | None = None,
     require_answer: bool = True,
+    changes: Changes | None = None,
 ) -> dict[str, Any]:
     """One row (any accepted shape) as ``{"prompt": [messages], "answer": str, ...}``.
 
@@ -170,6 +158,8 @@ def verifiable_row(
             that builds the user message instead.
         require_answer: ``False`` accepts a row without any reference answer (no ``answer``
             key in the result); one that is there is still read and checked.
+        changes: collects ``(reason, field, why)`` for each change worth counting (a
+            ``system_prompt`` not added because the prompt has its own).
 
     Raises:
         DataError: naming the source, row and field, when the row has no usable prompt or answer.
@@ -247,6 +237,8 @@ def verifiable_row(
     }
     if system_prompt and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": system_prompt})
+    elif system_prompt and messages[0]["content"] != system_prompt and changes is not None:
+        changes.append(("system_ignored", "prompt[0]", "the prompt starts with its own system turn"))
     out["prompt"] = messages
     return out
 
@@ -259,7 +251,7 @@ def normalize_verifiable_rows(
     instruction: str | None = DEFAULT_INSTRUCTION,
     prompt_template: str | None = None,
     require_answer: bool = True,
-) -> tuple[list[dict[str, Any]], list[DataError]]:
+) -> tuple[Rows, list[DataError]]:
     """Normalise every row; return ``(rows, problems)`` so pre-flight can report all at once.
 
     Args:
@@ -273,7 +265,8 @@ def normalize_verifiable_rows(
             reward model).
 
     Returns:
-        The normalised rows (those without problems) and one :class:`DataError` per bad row.
+        The normalised rows (those without problems, as a :class:`~ladder.data.rows.Rows` with
+        their origins and data checks) and one :class:`DataError` per bad row.
 
     Example:
         >>> rows, problems = normalize_verifiable_rows(
@@ -286,27 +279,12 @@ def normalize_verifiable_rows(
     """
     if prompt_template is not None:
         _check_template(prompt_template, source)
-    out: list[dict[str, Any]] = []
-    problems: list[DataError] = []
-    for i, row in enumerate(rows):
-        if not isinstance(row, Mapping):
-            problems.append(DataError(f"expected an object (dict), got {type(row).__name__}", source=source, row=i))
-            continue
-        try:
-            out.append(
-                verifiable_row(
-                    row,
-                    source,
-                    i,
-                    system_prompt=system_prompt,
-                    instruction=instruction,
-                    prompt_template=prompt_template,
-                    require_answer=require_answer,
-                )
-            )
-        except DataError as exc:
-            problems.append(exc)
-    return out, problems
+
+    def one(row: Mapping[str, Any], origin: Origin, changes: Changes) -> dict[str, Any]:
+        return verifiable_row(row, origin.source, origin.row, system_prompt=system_prompt, instruction=instruction,
+                              prompt_template=prompt_template, require_answer=require_answer, changes=changes)
+
+    return normalise_each(rows, source, one)
 
 
 def _check_template(template: str, source: str) -> None:

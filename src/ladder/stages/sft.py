@@ -13,7 +13,7 @@ import attrs
 
 from ladder.data.length import OVERLENGTH_POLICIES, chat_lengths, enforce_rows, kept_indices, preflight_rows
 from ladder.data.loading import as_spec, content_hash, load_rows
-from ladder.data.sft import normalize_sft_rows
+from ladder.data.sft import normalize_sft_rows, sft_dataset
 from ladder.errors import DataError
 from ladder.settings import TrainingSettings, setting
 from ladder.stage import BaseStage, StageContext, StageResult
@@ -81,7 +81,6 @@ class SFT(BaseStage):
 
         Public so the exact data the trainer sees (tokens, labels) can be inspected.
         """
-        from datasets import Dataset
         from trl import SFTConfig, SFTTrainer
 
         from ladder.training.args import trainer_args_from
@@ -113,7 +112,7 @@ class SFT(BaseStage):
         trainer = SFTTrainer(
             model=model,
             args=args,
-            train_dataset=Dataset.from_list(rows),
+            train_dataset=sft_dataset(rows),  # messages kept exactly (tool calls differ row to row)
             processing_class=tokenizer,
             peft_config=peft_config_for(cfg),
         )
