@@ -145,7 +145,7 @@ def test_a_template_that_renders_tools_passes_and_lengths_include_the_tools(toke
 
 
 def test_a_template_without_tool_support_is_refused_naming_the_row(tokenizer: Any, tmp_path: Path) -> None:
-    from ladder.training.chat_template import training_chat_template
+    from ladder.training.chat_format import training_chat_template
 
     chatml = training_chat_template(tokenizer)  # the tiny model's ChatML: no tools
     path = tmp_path / "tools.jsonl"
@@ -176,7 +176,7 @@ def test_a_template_that_drops_tool_definitions_is_refused(tokenizer: Any) -> No
 def test_preflight_reports_the_template_problem(tokenizer: Any, tiny_model: Path, tmp_path: Path) -> None:
     from ladder.checkpoint import Checkpoint
     from ladder.stage import StageContext
-    from ladder.training.chat_template import training_chat_template
+    from ladder.training.chat_format import training_chat_template
 
     ctx = StageContext(run_dir=tmp_path, work_dir=tmp_path / "w", final_dir=tmp_path / "f",
                        trainer_dir=tmp_path / "t", checkpoints={"base": Checkpoint.base(tiny_model)})
