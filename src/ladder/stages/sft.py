@@ -112,7 +112,7 @@ class SFT(BaseStage):
         eos_ids = eos_token_ids(tokenizer, template)  # before TRL may swap the tokenizer's eos
         model = load_model(checkpoint, ctx.options)
         fit_embeddings(model, tokenizer)
-        peft_config = peft_config_for(cfg)  # new and untrained chat tokens get trainable rows under LoRA
+        peft_config = peft_config_for(cfg)  # under LoRA, new or untrained chat tokens still train
         train_token_rows(peft_config, model, tokens_to_train(model, tokenizer, template, added))
         args = SFTConfig(**trainer_args_from(ctx, cfg, dataset_num_proc=None, max_length=cfg.max_length,
                                              assistant_only_loss=fmt.loss == "assistant",

@@ -5,9 +5,9 @@ they are added to the tokenizer as special tokens (saved with it), the model's e
 resized when the new ids do not fit, and, as TRL's ``clone_chat_template`` does, the new rows
 start from the mean of the old ones. A new token's rows, and an end-of-turn token whose output
 row looks untrained (a base model that never saw its chat format), must learn during SFT, or the
-model never learns to stop. Under LoRA the embedding matrix is frozen, so those rows alone are
-made trainable (PEFT's ``trainable_token_indices``: the input rows, and the output rows when
-``lm_head`` is not tied to them), and merged into the published model with the adapter.
+model never learns to stop. Under LoRA the embedding matrix and the output layer are frozen, so
+they are trained whole (``lora.modules_to_save``, as Axolotl and LLaMA-Factory ask for when
+adding tokens) and merged into the published model with the adapter.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ def add_special_tokens(tokenizer: PreTrainedTokenizerBase, tokens: Sequence[str]
 
     vocab = tokenizer.get_vocab()
     missing = [t for t in tokens if t not in vocab]
-    if missing:
-        tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing], special_tokens=True)
+    if missing:  # as extra special tokens: never split, skipped when decoding, saved with the tokenizer
+        new = [AddedToken(t, special=True, normalized=False) for t in missing]
+        tokenizer.add_special_tokens({"additional_special_tokens": new}, replace_extra_special_tokens=False)
         logger.info("added the chat format's special tokens %s to the tokenizer", ", ".join(missing))
     return missing
 
@@ -61,32 +62,34 @@ def tokens_to_train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     if token is not None:
         tid = tokenizer.convert_tokens_to_ids(token)
         if isinstance(tid, int) and tid not in ids and looks_untrained(model, tid):
-            logger.info("the end-of-turn token %s looks untrained in this model; SFT trains its rows", token)
+            logger.info("the end-of-turn token %s looks untrained in this model; SFT trains it", token)
             ids.append(tid)
     return ids
 
 
 def _module_name(model: Any, module: Any) -> str | None:
-    return next((name for name, m in model.named_modules() if m is module), None)
+    return next((name.rsplit(".", 1)[-1] for name, m in model.named_modules() if m is module), None)
 
 
 def train_token_rows(peft_config: Any, model: PreTrainedModel, token_ids: Sequence[int]) -> None:
     """Make the rows of ``token_ids`` trainable in a LoRA run (``peft_config`` is changed).
 
-    Under full fine-tuning (``peft_config`` ``None``) every row trains anyway; a module that
-    ``modules_to_save`` already trains whole is left to it.
+    The input embeddings and the output layer are trained whole (``modules_to_save``), tied to
+    each other when the model ties them. PEFT's ``trainable_token_indices`` would train the rows
+    alone, but TRL 1.16's SFT computes the loss with the output layer's ``weight`` directly
+    (its fused LM head), past the wrapper that adds the trained rows: the loss would not see
+    them. Under full fine-tuning (``peft_config`` ``None``) every row trains anyway.
     """
     if not token_ids or peft_config is None:
         return
-    saved = set(getattr(peft_config, "modules_to_save", None) or ())
     embeddings, head = model.get_input_embeddings(), model.get_output_embeddings()
-    modules = [embeddings]
-    if head is not None and head.weight is not embeddings.weight:  # a tied head follows its embeddings
-        modules.append(head)
-    targets = {}
-    for module in modules:
-        name = _module_name(model, module)
-        if name is not None and not {name, name.rsplit(".", 1)[-1]} & saved:
-            targets[name.rsplit(".", 1)[-1]] = sorted(set(int(t) for t in token_ids))
-    if targets:
-        peft_config.trainable_token_indices = targets
+    names = [_module_name(model, embeddings), _module_name(model, head) if head is not None else None]
+    saved = list(getattr(peft_config, "modules_to_save", None) or [])
+    added = [n for n in names if n is not None and n not in saved]
+    if not added:
+        return
+    peft_config.modules_to_save = saved + added
+    if head is not None and head.weight is embeddings.weight:
+        peft_config.ensure_weight_tying = True  # one trained copy, as the model has one matrix
+    logger.info("training %s whole (lora.modules_to_save) so the chat tokens %s learn", " and ".join(added),
+                sorted(set(int(t) for t in token_ids)))
