@@ -19,6 +19,7 @@ For assistant-only loss, in this order:
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -164,8 +165,6 @@ def prompt_prefix_problem(tokenizer: PreTrainedTokenizerBase, template: str,
 
 def _default_system(tokenizer: PreTrainedTokenizerBase, template: str) -> str | None:
     """The system prompt a ChatML template adds to a chat that has none (SmolLM2, Qwen2.5)."""
-    import re
-
     rendered = _try_render(tokenizer, [{"role": "user", "content": "Hi"}], template, False) or ""
     m = re.match(r"<\|im_start\|>system\n(.*?)<\|im_end\|>\n", rendered, re.S)
     return m.group(1) if m else None

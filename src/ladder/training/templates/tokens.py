@@ -62,7 +62,9 @@ def tokens_to_train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     if token is not None:
         tid = tokenizer.convert_tokens_to_ids(token)
         if isinstance(tid, int) and tid not in ids and looks_untrained(model, tid):
-            logger.info("the end-of-turn token %s looks untrained in this model; SFT trains it", token)
+            logger.warning("the end-of-turn token %s looks untrained in this model (a base model that never saw "
+                           "its chat format): SFT trains the embeddings and lm_head with it so the model learns "
+                           "to stop (under LoRA that adds them whole to the trained weights)", token)
             ids.append(tid)
     return ids
 
