@@ -164,7 +164,8 @@ def normalize_sft_rows(rows: Sequence[Mapping[str, Any]], source: str) -> tuple[
 
 
 def sft_dataset(rows: Sequence[Mapping[str, Any]]) -> Dataset:
-    """The rows as a ``datasets.Dataset`` that gives each row back exactly as it is.
+    """The rows (``messages``, or conversational ``prompt``/``completion``) as a ``datasets.Dataset``
+    that gives each row back exactly as it is.
 
     Messages (and tool schemas) are stored as JSON, not as one Arrow struct merged over all
     rows: merged structs hand every message the keys of all others as ``None`` and every tool
@@ -173,7 +174,8 @@ def sft_dataset(rows: Sequence[Mapping[str, Any]]) -> Dataset:
     from datasets import Dataset
     from datasets.features import Features, Json, List
 
-    features = {"messages": List(Json())}
+    columns = [key for key in ("messages", "prompt", "completion") if any(key in r for r in rows)] or ["messages"]
+    features = {key: List(Json()) for key in columns}
     if any("tools" in r for r in rows):
         features["tools"] = Json()
     return Dataset.from_list([dict(r) for r in rows], features=Features(features))

@@ -17,6 +17,7 @@ from ladder.data.sft import normalize_sft_rows, sft_dataset
 from ladder.errors import DataError
 from ladder.settings import TrainingSettings, setting
 from ladder.stage import BaseStage, StageContext, StageResult
+from ladder.training.templates import named_template
 
 if TYPE_CHECKING:
     from ladder.checkpoint import Checkpoint
@@ -46,7 +47,9 @@ class SFTStageConfig(TrainingSettings):
         True, validator=attrs.validators.instance_of(bool), help="loss on assistant tokens only"
     )
     chat_template: str | None = setting(
-        None, help="chat template (text, or a .jinja file) with {% generation %} markers, to override", path="text"
+        None, path="text",
+        help="chat template to train with instead of the model's: text, a .jinja file, or a format's name for a "
+        "model without one (chatml, llama3: their special tokens are added and trained)",
     )
 
 
@@ -69,9 +72,10 @@ class SFT(BaseStage):
     def check(self, ctx: StageContext) -> list[str]:
         cfg: SFTStageConfig = self.config
         rows, label, problems, indices = self._indexed_rows()
+        template = getattr(named_template(cfg.chat_template), "text", cfg.chat_template)  # `chatml` names one
         return [str(p) for p in problems] + preflight_rows(
             ctx, rows, indices, source=label, lengths_of=chat_lengths, limit=cfg.max_length, policy=cfg.overlength,
-            template=cfg.chat_template)
+            template=template)
 
     def fingerprint_data(self) -> Any:
         return content_hash(self._indexed_rows()[0])
@@ -84,7 +88,10 @@ class SFT(BaseStage):
         from trl import SFTConfig, SFTTrainer
 
         from ladder.training.args import trainer_args_from
-        from ladder.training.chat_format import eos_token_ids, training_chat_template, warn_if_end_of_turn_untrained
+        from ladder.training.chat_format import eos_token_ids
+        from ladder.training.templates.choice import completion_rows, sft_format
+        from ladder.training.templates.tokens import add_special_tokens, fit_embeddings, tokens_to_train, \
+            train_token_rows
         from ladder.training.lora import peft_config_for
         from ladder.training.models import load_model, load_tokenizer
 
@@ -93,31 +100,34 @@ class SFT(BaseStage):
         if problems:  # validate() ran already; this guards direct callers
             raise problems[0]
         tokenizer = load_tokenizer(checkpoint, ctx.options)
-        template = (
-            training_chat_template(tokenizer, cfg.chat_template)
-            if cfg.assistant_only_loss
-            else (cfg.chat_template or tokenizer.chat_template)
-        )
-        tokenizer.chat_template = template
+        # The template and how the loss is masked (generation markers, or prompt/completion rows).
+        fmt = sft_format(tokenizer, cfg.chat_template, assistant_only_loss=cfg.assistant_only_loss,
+                         chats=[r["messages"] for r in rows])
+        template = tokenizer.chat_template = fmt.template
+        added = add_special_tokens(tokenizer, fmt.special_tokens)  # a named format on a base model
         # Measured with this checkpoint's tokenizer and template; over-length rows per `overlength`.
         rows, data_checks = enforce_rows(tokenizer, rows, indices, source=label, lengths_of=chat_lengths,
                                          limit=cfg.max_length, policy=cfg.overlength, template=template)
         eos_ids = eos_token_ids(tokenizer, template)  # before TRL may swap the tokenizer's eos
         model = load_model(checkpoint, ctx.options)
-        if cfg.finetuning == "lora":
-            trains_embeddings = bool({"lm_head", "embed_tokens"} & set(cfg.lora.modules_to_save))
-            warn_if_end_of_turn_untrained(model, tokenizer, trains_embeddings=trains_embeddings)
+        fit_embeddings(model, tokenizer)
+        peft_config = peft_config_for(cfg)  # under LoRA, new or untrained chat tokens still train
+        train_token_rows(peft_config, model, tokens_to_train(model, tokenizer, template, added))
         args = SFTConfig(**trainer_args_from(ctx, cfg, dataset_num_proc=None, max_length=cfg.max_length,
-                                             assistant_only_loss=cfg.assistant_only_loss))
+                                             assistant_only_loss=fmt.loss == "assistant",
+                                             completion_only_loss=fmt.loss == "completion"))
         trainer = SFTTrainer(
             model=model,
             args=args,
-            train_dataset=sft_dataset(rows),  # messages kept exactly (tool calls differ row to row)
+            # Messages kept exactly (tool calls differ row to row); one row per assistant turn
+            # under prompt/completion masking.
+            train_dataset=sft_dataset(completion_rows(rows) if fmt.loss == "completion" else rows),
             processing_class=tokenizer,
-            peft_config=peft_config_for(cfg),
+            peft_config=peft_config,
         )
+        chat_format = {"template": fmt.source, "loss": fmt.loss, "added_tokens": added}
         facts = {"rows": rows, "label": label, "tokenizer": tokenizer, "template": template, "eos_ids": eos_ids,
-                 "data_checks": data_checks}
+                 "data_checks": data_checks, "chat_format": chat_format}
         return trainer, facts
 
     def run(self, checkpoint: Checkpoint, ctx: StageContext) -> StageResult:
@@ -136,5 +146,5 @@ class SFT(BaseStage):
         out = publish(fitted.model, tokenizer, ctx, parent=checkpoint, config=cfg, chat_template=facts["template"],
                       eos_ids=facts["eos_ids"], verify_texts=verify)
         stage_metrics = {"rows": len(rows), "dataset": facts["label"], "data_checks": facts["data_checks"],
-                         **out.metrics}
+                         "chat_format": facts["chat_format"], **out.metrics}
         return StageResult(out.checkpoint, {"train": fitted.summary(tokens=tokens), "stage_metrics": stage_metrics})
