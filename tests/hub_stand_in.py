@@ -26,7 +26,7 @@ import attrs
 class Request:
     method: str
     path: str
-    headers: dict[str, str]
+    headers: dict[str, str]  # names in lower case
     body: bytes
 
 
@@ -91,7 +91,8 @@ class HubStandIn:
 
             def _handle(self) -> None:
                 body = self._body()
-                hub.requests.append(Request(self.command, self.path, dict(self.headers.items()), body))
+                hub.requests.append(Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
+                                            body))
                 if self.headers.get("Authorization") is None and not self.path.startswith("/lfs/"):
                     return self._reply(401, {"error": "no token"})
                 path = self.path.split("?", 1)[0]

@@ -58,7 +58,7 @@ logger = logging.getLogger(__name__)
 TRACKERS: dict[str, str] = {
     "tensorboard": "tensorboard>=2.14",
     "wandb": "wandb>=0.17",
-    "trackio": "trackio>=0.20",
+    "trackio": "trackio>=0.43",
     "mlflow": "mlflow>=2.8",
 }
 #: Where the tracking settings travel to the process that trains (``StageContext.options``).
