@@ -270,10 +270,10 @@ class Pipeline:
                     continue
                 ctx = self._context(stage, i, fingerprint=fp, checkpoints=dict(outputs), trainer_dir=trainer)
                 outputs[stage.name] = self._run_stage(stage, checkpoint, ctx, manifest, observation, progress)
+                track_stage(self.report_to, self.name, stage.name, fp, final_dir)
                 if not trained and base_metrics is not None:  # the base's observation, once per call that trains
                     track_stage(self.report_to, self.name, "base", base.fingerprint, self.run_dir / BASE_DIR)
                 trained.append(stage.name)
-                track_stage(self.report_to, self.name, stage.name, fp, final_dir)
                 self._push(stage.name, manifest, push_failures)
         except BaseException as exc:
             error = f"{type(exc).__name__}: {exc}"

@@ -6,9 +6,10 @@
 - **Training curves**, by TRL's own integrations: every stage's trainer gets ``report_to``,
   ``run_name="<run>/<stage>"`` and ``project="<run>"`` (trackio), and the environment the
   integrations read (:func:`training_arguments`): ``TENSORBOARD_LOGGING_DIR`` (the run's
-  ``tensorboard/<stage>/``), ``WANDB_PROJECT`` (yours, else the run's name), ``WANDB_RUN_GROUP``
-  (the run), ``WANDB_RUN_ID`` (one per stage and fingerprint, so a resumed attempt continues its
-  run), ``MLFLOW_EXPERIMENT_NAME`` (yours, else the run's name) and ``MLFLOW_TAGS``.
+  ``tensorboard/<stage>/``), ``MLFLOW_EXPERIMENT_NAME`` (yours, else the run's name) and
+  ``MLFLOW_TAGS``. The W&B run is started before the trainer's integration looks for one (it then
+  uses it): project ``WANDB_PROJECT`` (yours, else the run's name), group the run, and an id per
+  stage and fingerprint, so a resumed attempt continues its run.
 - **What the report shows**, by ladder after it observed the stage (:func:`log_stage`): the
   probe answers and the stage's metrics as tables, and the metrics as scalars
   (``ladder/eval/verifiable/exact_match``...), in the stage's tracked run; the base model's
@@ -171,9 +172,6 @@ class TrackedRun:
         env: dict[str, str] = {}
         if "tensorboard" in report_to:
             env["TENSORBOARD_LOGGING_DIR"] = str(self.tensorboard_dir)
-        if "wandb" in report_to:
-            env.update(WANDB_PROJECT=user.get("WANDB_PROJECT") or self.run, WANDB_RUN_GROUP=self.run,
-                       WANDB_RUN_ID=self.run_id, WANDB_RESUME="allow")
         if "mlflow" in report_to:
             env["MLFLOW_EXPERIMENT_NAME"] = user.get("MLFLOW_EXPERIMENT_NAME") or self.run
             env["MLFLOW_TAGS"] = json.dumps(self.tags)
@@ -226,6 +224,8 @@ def training_arguments(ctx: StageContext) -> dict[str, Any]:
     _apply_env(tracked.env(report_to, {**user, **_user_env()}), keep_existing=False)
     if "tensorboard" in report_to:
         _fresh_tensorboard_dir(tracked.tensorboard_dir, ctx.fingerprint)
+    if "wandb" in report_to and int(os.environ.get("RANK", "0")) == 0:  # the integration logs on rank 0 only
+        _wandb_run(tracked)
     args: dict[str, Any] = {"report_to": report_to, "run_name": tracked.name}
     if "trackio" in report_to:
         args["project"] = tracked.run
@@ -324,13 +324,24 @@ def _to_trackio(tracked: TrackedRun, tables: Tables, step: int) -> None:
         trackio.finish()
 
 
+def _wandb_run(tracked: TrackedRun) -> Any:
+    """The stage's W&B run: the one active in this process (the trainer's, in-process), else
+    started (or continued, by its id) here. W&B reads its environment once per process, so the
+    run's identity is given to ``wandb.init`` rather than through ``WANDB_RUN_ID``."""
+    import wandb
+
+    if wandb.run is not None and wandb.run.id == tracked.run_id:
+        return wandb.run
+    if wandb.run is not None:  # an earlier stage's run, left open by a failure: it is over
+        wandb.run.finish()
+    return wandb.init(project=os.environ.get("WANDB_PROJECT") or tracked.run, group=tracked.run,
+                      name=tracked.name, id=tracked.run_id, resume="allow")
+
+
 def _to_wandb(tracked: TrackedRun, tables: Tables, step: int) -> None:
     import wandb
 
-    run = wandb.run if wandb.run is not None and wandb.run.id == tracked.run_id else None
-    if run is None:  # the trainer's run ended with its process: continue it by id
-        run = wandb.init(project=os.environ.get("WANDB_PROJECT") or tracked.run, group=tracked.run,
-                         name=tracked.name, id=tracked.run_id, resume="allow")
+    run = _wandb_run(tracked)
     try:
         logged: dict[str, Any] = {"ladder/metrics": wandb.Table(columns=list(tables.metric_columns),
                                                                 data=tables.metrics)}
@@ -358,7 +369,7 @@ def _to_mlflow(tracked: TrackedRun, tables: Tables, step: int) -> None:
         if tables.metrics:
             mlflow.log_table(dict(zip(tables.metric_columns, map(list, zip(*tables.metrics)), strict=True)),
                              artifact_file="ladder/metrics.json")
-        mlflow.log_metrics({k.replace("ladder/", "ladder."): v for k, v in tables.scalars.items()}, step=step)
+        mlflow.log_metrics(tables.scalars, step=step)
 
 
 _WRITERS = {"tensorboard": _to_tensorboard, "trackio": _to_trackio, "wandb": _to_wandb, "mlflow": _to_mlflow}

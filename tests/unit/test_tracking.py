@@ -24,8 +24,7 @@ from ladder.tracking import (
 )
 from ladder.training.args import trainer_args_from
 
-ENV_KEYS = ("TENSORBOARD_LOGGING_DIR", "WANDB_PROJECT", "WANDB_RUN_GROUP", "WANDB_RUN_ID", "WANDB_RESUME",
-            "MLFLOW_EXPERIMENT_NAME", "MLFLOW_TAGS")
+ENV_KEYS = ("TENSORBOARD_LOGGING_DIR", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_TAGS")
 ROWS = [{"instruction": "hi", "output": "hello"}]
 
 
@@ -83,15 +82,11 @@ def test_without_trackers_the_trainer_reports_nowhere(tmp_path: Path, clean_env:
 
 
 def test_each_stage_is_a_tracked_run_of_the_ladder_run(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
-    clean_env.setenv("WANDB_PROJECT", "my-project")  # the user's project is kept; the group is the run
-    ctx = _ctx(tmp_path, ("tensorboard", "wandb", "trackio", "mlflow"))
+    ctx = _ctx(tmp_path, ("tensorboard", "trackio", "mlflow"))
     args = trainer_args_from(ctx, SFT(dataset=ROWS).config)
-    assert args["report_to"] == ["tensorboard", "wandb", "trackio", "mlflow"]
+    assert args["report_to"] == ["tensorboard", "trackio", "mlflow"]
     assert args["run_name"] == "exp/sft" and args["project"] == "exp"
-    tracked = TrackedRun(run="exp", stage="sft", fingerprint="fp1", run_dir=tmp_path / "run")
     assert os.environ["TENSORBOARD_LOGGING_DIR"] == str(tmp_path / "run" / "tensorboard" / "sft")
-    assert os.environ["WANDB_PROJECT"] == "my-project" and os.environ["WANDB_RUN_GROUP"] == "exp"
-    assert os.environ["WANDB_RUN_ID"] == tracked.run_id and os.environ["WANDB_RESUME"] == "allow"
     assert os.environ["MLFLOW_EXPERIMENT_NAME"] == "exp"
     assert json.loads(os.environ["MLFLOW_TAGS"]) == {"ladder.run": "exp", "ladder.stage": "sft",
                                                     "ladder.fingerprint": "fp1"}
@@ -100,13 +95,17 @@ def test_each_stage_is_a_tracked_run_of_the_ladder_run(tmp_path: Path, clean_env
     assert trainer_args_from(ctx, config)["report_to"] == "none"
 
 
-def test_a_project_ladder_set_is_not_taken_for_the_users(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
-    training_arguments(_ctx(tmp_path, ("wandb",)))
-    assert os.environ["WANDB_PROJECT"] == "exp"
+def test_the_users_experiment_is_kept_and_ladders_is_not_taken_for_it(tmp_path: Path,
+                                                                     clean_env: pytest.MonkeyPatch) -> None:
+    training_arguments(_ctx(tmp_path, ("mlflow",)))
+    assert os.environ["MLFLOW_EXPERIMENT_NAME"] == "exp"
     second = StageContext(run_dir=tmp_path / "run2", work_dir=tmp_path, final_dir=tmp_path, trainer_dir=tmp_path,
-                          stage_name="dpo", options=stage_options({}, ("wandb",), "exp2"))
-    training_arguments(second)  # another pipeline in the same process gets its own project
-    assert os.environ["WANDB_PROJECT"] == "exp2" and os.environ["WANDB_RUN_GROUP"] == "exp2"
+                          stage_name="dpo", options=stage_options({}, ("mlflow",), "exp2"))
+    training_arguments(second)  # another pipeline in the same process gets its own experiment
+    assert os.environ["MLFLOW_EXPERIMENT_NAME"] == "exp2"
+    clean_env.setenv("MLFLOW_EXPERIMENT_NAME", "mine")
+    training_arguments(second)
+    assert os.environ["MLFLOW_EXPERIMENT_NAME"] == "mine"
 
 
 def test_run_ids_follow_the_stage_attempt(tmp_path: Path) -> None:
