@@ -126,25 +126,17 @@ class CardStage:
                    settings={**settings, **{k: describe_source(v) for k, v in data.items()}})
 
 
-def _lookup(metrics: Mapping[str, Any], path: str) -> Any:
-    node: Any = metrics
-    for part in path.split("."):
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(part)
-    return node
-
-
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _headline(metrics: Mapping[str, Any]) -> str:
-    from ladder.report.metrics import format_value, spec_for
+    from ladder.report.metrics import flatten, format_value, spec_for
 
+    flat = dict(flatten(metrics))
     parts = []
     for path in HEADLINE:
-        value = _lookup(metrics, path)
+        value = flat.get(path)
         if _number(value):
             spec = spec_for(path, value)
             parts.append(f"{spec.label} {format_value(value, spec.unit)}")

@@ -13,15 +13,8 @@ import pytest
 from ladder import SFT, Pipeline
 from ladder.errors import ConfigError, MissingDependencyError, ValidationError
 from ladder.stage import StageContext
-from ladder.tracking import (
-    TRACKERS,
-    TrackedRun,
-    parse_report_to,
-    require_installed,
-    stage_options,
-    stage_tables,
-    training_arguments,
-)
+from ladder.tracking import TRACKERS, TrackedRun, parse_report_to, require_installed, stage_options, training_arguments
+from ladder.tracking.log import stage_tables
 from ladder.training.args import trainer_args_from
 
 ENV_KEYS = ("TENSORBOARD_LOGGING_DIR", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_TAGS")
