@@ -210,7 +210,8 @@ def render_card(
              f"{what[0].upper()}{what[1:]} trained by [ladder](https://github.com/ladder-ml/ladder): stage "
              f"`{stage.name}` ({stage.kind}), the last rung of the lineage below.", ""]
     lines += [note + "\n" for note in notes]
-    lines += ["## Lineage", "", "| # | stage | kind | data | fingerprint | headline numbers |", "|---|---|---|---|---|---|"]
+    lines += ["## Lineage", "", "| # | stage | kind | data | fingerprint | headline numbers |",
+              "|---|---|---|---|---|---|"]
     for i, node in enumerate(lineage):
         data_text = node.source if node.kind == "base" else "; ".join(node.data)
         lines.append(f"| {i} | {node.name} | {node.kind or '-'} | {data_text or '-'} | `{node.fingerprint}` | "

@@ -119,11 +119,15 @@ def push_settings(value: Any) -> PushSettings | None:
 
 def push_problems(settings: PushSettings | None, stages: Sequence[Any]) -> list[str]:
     """Pre-flight of ``push:``: the stages it names exist, one repository per stage, an adapter
-    to push, and a token to push with."""
+    to push, and a token to push with; and no stage asks its trainer to push (``push_to_hub``
+    uploads the trainer's intermediate adapter checkpoints, not the published model)."""
+    pushing = [s.name for s in stages if (getattr(s.config, "trainer_kwargs", None) or {}).get("push_to_hub")]
+    problems = [f"stage {name!r}: trainer_kwargs.push_to_hub would upload the trainer's intermediate checkpoints, "
+                "not the merged model ladder publishes; remove it and use the recipe's push: {repo_id: org/name} "
+                "(or ladder push RUN_DIR --repo-id org/name)" for name in pushing]
     if settings is None:
-        return []
+        return problems
     names = [s.name for s in stages]
-    problems = []
     if isinstance(settings.stages, tuple):
         missing = [n for n in settings.stages if n not in names]
         if missing:

@@ -13,7 +13,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["components_table", "plain_text", "stage_settings"]
+import attrs
+
+__all__ = ["components_table", "nested_settings", "plain_text", "stage_settings"]
 
 
 def plain_text(text: str) -> str:
@@ -84,11 +86,15 @@ def components_table(registry_name: str) -> Any:
     return table
 
 
+def nested_settings(field: Any) -> type | None:
+    """The settings class of a field whose default is itself a group of settings (``lora``)."""
+    default = field.default.factory() if isinstance(field.default, attrs.Factory) else field.default
+    return type(default) if attrs.has(type(default)) else None
+
+
 def stage_settings(name: str) -> str:
     """Every setting of stage ``name``, nested ones (``lora.r``) included: ``name: type = default``
     and its help on the next line."""
-    import attrs
-
     from ladder import registry
     from ladder.configs import describe_settings
 
@@ -105,10 +111,9 @@ def stage_settings(name: str) -> str:
             shown = default if isinstance(default, str) and default else json.dumps(default)
             lines.append(f"  {prefix}{row['name']}: {row['type']} = {shown}")
             lines.append(f"      {plain_text(row['help']) or '-'}")
-            f = fields[row["name"]]
-            value = f.default.factory() if isinstance(f.default, attrs.Factory) else f.default  # type: ignore[union-attr]
-            if attrs.has(type(value)):
-                rows(type(value), f"{prefix}{row['name']}.")
+            nested = nested_settings(fields[row["name"]])
+            if nested is not None:
+                rows(nested, f"{prefix}{row['name']}.")
 
     rows(config_cls)
     return "\n".join(lines)

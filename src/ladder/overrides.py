@@ -92,6 +92,7 @@ def _set(target: dict[str, Any], path: Sequence[str], value: Any) -> None:
 def _check_setting(stage: Mapping[str, Any], path: Sequence[str]) -> None:
     """The stage has the setting ``path`` names, and its new value passes the setting's checks."""
     from ladder.configs import _setting_problem
+    from ladder.listing import nested_settings
     from ladder.registry import stages as stage_registry
 
     if path[0] in STAGE_KEYS:
@@ -105,9 +106,9 @@ def _check_setting(stage: Mapping[str, Any], path: Sequence[str]) -> None:
     if field is None:
         raise ConfigError(f"stage {stage.get('name') or stage.get('stage')!r} ({stage.get('stage')}) has no setting "
                           f"{path[0]!r}; its settings: {', '.join(sorted(fields))}")
-    default = field.default.factory() if isinstance(field.default, attrs.Factory) else field.default  # type: ignore[union-attr]
-    if len(path) > 1 and attrs.has(type(default)):
-        nested = {f.alias or f.name for f in attrs.fields(type(default))}
+    nested_cls = nested_settings(field)
+    if len(path) > 1 and nested_cls is not None:
+        nested = {f.alias or f.name for f in attrs.fields(nested_cls)}
         if path[1] not in nested:
             raise ConfigError(f"setting {path[0]!r} has no {path[1]!r}; it has: {', '.join(sorted(nested))}")
     problem = _setting_problem(config_cls, {path[0]: stage[path[0]]})

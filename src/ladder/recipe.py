@@ -42,7 +42,7 @@ TOP_LEVEL_KEYS = {
     "options": "run-wide: trust_remote_code, allow_pickle_weights",
     "executor": "where stages run: local (default), accelerate, modal",
     "report_to": "experiment trackers: tensorboard, wandb, trackio, mlflow, or a list (default: none)",
-    "push": "push stages to the Hugging Face hub: {repo_id: org/name, stages: final|all|[names], private, adapter_only}",
+    "push": "push stages to the hub once published: {repo_id: org/name, stages: final|all|[names], private, ...}",
 }
 _STAGE_KEYS = ("stage", "name", "input", "gpu", "executor")
 

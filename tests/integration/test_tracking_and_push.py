@@ -26,7 +26,8 @@ from tests.hub_stand_in import HubStandIn
 
 FAST = {"activation_checkpointing": False}
 PROBLEMS = [{"prompt": f"What is {a} + {b}?", "answer": str(a + b)} for a in range(1, 5) for b in range(1, 4)]
-PROBES = {"replace": True, "items": [{"id": "sum", "prompt": "What is 2 + 2?"}, {"id": "hello", "prompt": "Say hello."}]}
+PROBES = {"replace": True, "items": [{"id": "sum", "prompt": "What is 2 + 2?"},
+                                     {"id": "hello", "prompt": "Say hello."}]}
 TOKEN = "hf_" + "Tk9" * 12
 OVERRIDES = ["stages.sft.max_steps=2", "stages.1.beta=0.2"]
 

@@ -53,7 +53,8 @@ def run_dir(tmp_path: Path) -> Path:
                         "config": {"dataset": source, "learning_rate": 1e-4,
                                    "trainer_kwargs": {"hub_token": TOKEN, "logging_dir": str(tmp_path / "logs")}}})
     manifest = {"run_name": "exp", "recipe": {"model": BASE, "evals": {"verifiable": "openai/gsm8k"}},
-                "base": {"path": BASE, "fingerprint": "fp-base", "metrics": {"eval": {"verifiable": {"exact_match": 0.0}}}},
+                "base": {"path": BASE, "fingerprint": "fp-base",
+                         "metrics": {"eval": {"verifiable": {"exact_match": 0.0}}}},
                 "stages": entries}
     (run / "manifest.json").write_text(json.dumps(manifest))
     return run
@@ -155,6 +156,9 @@ def test_push_settings_and_their_preflight(monkeypatch: pytest.MonkeyPatch, tmp_
     assert "add {stage} to repo_id (e.g. org/x-{stage})" in problems[0] and "dpo train every weight" in problems[1]
     assert push_problems(PushSettings(repo_id="org/x", stages=("sft", "rm")), stages) == [
         "push.stages: no stage 'rm'; stages: sft, dpo"]
+    pushing_trainer = SFT(dataset=[{"instruction": "a", "output": "b"}], trainer_kwargs={"push_to_hub": True})
+    assert "trainer_kwargs.push_to_hub would upload the trainer's intermediate checkpoints" in push_problems(
+        None, [pushing_trainer])[0]
     monkeypatch.delenv("HF_TOKEN")
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
     assert push_problems(PushSettings(repo_id="org/x"), stages) == [

@@ -249,6 +249,7 @@ def track_stage(report_to: Sequence[str], run: str, stage: str, fingerprint: str
     if report_to:
         from ladder.tracking.log import log_stage
 
-        metrics = json.loads((stage_dir / METRICS).read_text(encoding="utf-8")) if (stage_dir / METRICS).is_file() else {}
+        path = stage_dir / METRICS
+        metrics = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         log_stage(report_to, TrackedRun(run=run, stage=stage, fingerprint=fingerprint, run_dir=stage_dir.parent),
                   metrics, stage_dir)

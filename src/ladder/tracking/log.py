@@ -134,7 +134,8 @@ def _to_mlflow(tracked: TrackedRun, tables: Tables, step: int) -> None:
     mlflow.set_experiment(experiment)
     found = mlflow.search_runs(
         experiment_names=[experiment], output_format="list", max_results=1, order_by=["attributes.start_time DESC"],
-        filter_string=f"tags.`ladder.stage` = '{tracked.stage}' and tags.`ladder.fingerprint` = '{tracked.fingerprint}'",
+        filter_string=(f"tags.`ladder.stage` = '{tracked.stage}' and "
+                       f"tags.`ladder.fingerprint` = '{tracked.fingerprint}'"),
     )
     run_id = found[0].info.run_id if found else None
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else tracked.name, tags=tracked.tags):
