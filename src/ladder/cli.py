@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import ast
-import importlib.util
+import json
 import logging
 import os
 import sys
@@ -46,64 +45,46 @@ def _setup_logging(verbose: bool, debug: bool) -> None:
         os.environ.setdefault("DATASETS_VERBOSITY", "error")
 
 
-def _doc_line(value: str, _depth: int = 0) -> str:
-    """First docstring line of ``module:attr`` read from source with ``ast`` (no import)."""
-    module, _, attr = value.partition(":")
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        return ""
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        return ""
-    try:
-        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
-    except (OSError, SyntaxError):
-        return ""
-    for node in tree.body:
-        if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.name == attr:
-            doc = ast.get_docstring(node) or ""
-            return doc.strip().splitlines()[0] if doc.strip() else ""
-        if isinstance(node, ast.ImportFrom) and any((a.asname or a.name) == attr for a in node.names):
-            if _depth >= 3:
-                return ""
-            source = node.module or ""
-            if node.level:  # relative import: resolve against this module's package
-                package = module if spec.submodule_search_locations else module.rpartition(".")[0]
-                for _ in range(node.level - 1):
-                    package = package.rpartition(".")[0]
-                source = f"{package}.{source}" if source else package
-            name = next(a.name for a in node.names if (a.asname or a.name) == attr)
-            return _doc_line(f"{source}:{name}", _depth + 1)
-    return ""
-
-
 def _cmd_list(registry_name: str) -> int:
     from rich.console import Console
-    from rich.table import Table
 
-    from ladder import registry
+    from ladder.listing import components_table
 
-    reg = getattr(registry, registry_name)
-    table = Table(title=f"ladder {registry_name}", title_justify="left")
-    for col in ("name", "package", "version", "description"):
-        table.add_column(col)
-    for entry in reg.entries():
-        table.add_row(entry.name, entry.package, entry.version, _doc_line(entry.value))
-    Console(width=max(100, Console().width)).print(table)
+    Console(width=max(100, Console().width)).print(components_table(registry_name))
+    return 0
+
+
+def _cmd_show_stage(name: str) -> int:
+    from ladder.listing import stage_settings
+
+    print(stage_settings(name))
     return 0
 
 
 def _load(args: argparse.Namespace) -> Any:
     from ladder.recipe import load_recipe
 
-    return load_recipe(args.recipe, run_dir=getattr(args, "run_dir", None), executor=getattr(args, "executor", None))
+    return load_recipe(args.recipe, overrides=getattr(args, "overrides", None) or (),
+                       run_dir=getattr(args, "run_dir", None), executor=getattr(args, "executor", None))
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     pipeline = _load(args)
     pipeline.validate()
     names = " -> ".join(f"{s.name}({s.kind})" for s in pipeline.stages)
-    print(f"OK: {args.recipe}: {len(pipeline.stages)} stage(s): {names}")
+    with_overrides = f" (with {' '.join(args.overrides)})" if args.overrides else ""
+    print(f"OK: {args.recipe}{with_overrides}: {len(pipeline.stages)} stage(s): {names}")
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from ladder.hub import push, push_settings
+
+    settings = push_settings({"repo_id": args.repo_id})
+    assert settings is not None
+    result = push(args.run_dir, args.stage, repo_id=settings.repo_id, private=args.private,
+                  adapter_only=args.adapter_only, license=args.license)
+    print(f"pushed to {result.repo_id}: {result.commit_url}\n  " + "\n  ".join(result.files))
     return 0
 
 
@@ -115,18 +96,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
         result = pipeline.run(force=args.force, from_stage=args.from_stage, progress=display)
         display.summary(_summary_rows(result.run_dir))
     print(f"final checkpoint: {result.final.path}")
+    for stage in _manifest(result.run_dir).get("stages", []):
+        if (stage.get("push") or {}).get("commit_url"):
+            print(f"pushed {stage['name']} to {stage['push']['repo_id']}: {stage['push']['commit_url']}")
     if result.report:
         print(f"report: {result.report}")
     return 0
 
 
-def _summary_rows(run_dir: Path) -> list[dict[str, Any]]:
-    import json
-
+def _manifest(run_dir: Path) -> dict[str, Any]:
     try:
-        manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
+        return json.loads((Path(run_dir) / "manifest.json").read_text())
     except (OSError, ValueError):
-        return []
+        return {}
+
+
+def _summary_rows(run_dir: Path) -> list[dict[str, Any]]:
+    manifest = _manifest(run_dir)
     rows = []
     base = manifest.get("base", {}).get("metrics")
     if base:
@@ -214,8 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    overrides = ("KEY=VALUE overrides of the recipe: stages.sft.learning_rate=1e-4 (a stage by name), "
+                 "stages.1.beta=0.2 (by 0-based index), stages.sft.lora.r=16, model=ORG/NAME, seed=1; "
+                 "values are YAML")
     p = sub.add_parser("run", help="run a recipe (skips stages whose complete output exists)")
     p.add_argument("recipe", help="recipe YAML file")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=overrides)
     p.add_argument("--run-dir", help="override the recipe's run directory")
     p.add_argument("--force", action="store_true", help="re-run every stage")
     p.add_argument("--from", dest="from_stage", metavar="STAGE", help="re-run STAGE and every stage after it")
@@ -224,12 +214,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="pre-flight a recipe: names, configs, every dataset row")
     p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=overrides)
     p.set_defaults(func=_cmd_validate)
 
-    p = sub.add_parser("stages", help="list installed stages (name, package, version)")
+    p = sub.add_parser("stages", help="list installed stages; `ladder stages show NAME` lists a stage's settings")
     p.set_defaults(func=lambda a: _cmd_list("stages"))
+    show = p.add_subparsers(dest="stages_command", metavar="show").add_parser(
+        "show", help="every setting of a stage: type, default and help")
+    show.add_argument("name", help="the stage's registry name (ladder stages lists them)")
+    show.set_defaults(func=lambda a: _cmd_show_stage(a.name))
     p = sub.add_parser("rewards", help="list installed rewards (name, package, version)")
     p.set_defaults(func=lambda a: _cmd_list("rewards"))
+
+    p = sub.add_parser("push", help="push a stage's merged model (or adapter) and model card to the Hugging Face hub")
+    p.add_argument("run_dir", help="the run directory (runs/<name>)")
+    p.add_argument("stage", nargs="?", help="the stage to push (default: the run's last stage)")
+    p.add_argument("--repo-id", required=True, metavar="ORG/NAME", help="the hub repository (created if missing)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument("--adapter-only", action="store_true", help="push the LoRA adapter, not the merged model")
+    p.add_argument("--license", help="the model card's license (default: the base model folder's card's)")
+    p.set_defaults(func=_cmd_push)
 
     p = sub.add_parser("report", help="(re)write report.html and report.md for a run directory")
     p.add_argument("run_dir")
@@ -274,7 +278,13 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Overrides may come after options (`ladder run r.yaml --force a=1 b=2`): argparse leaves
+    # the ones after an option unparsed.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

@@ -13,6 +13,7 @@ runs/<name>/
   .trainer/<stage>-<fp>/        resumable trainer checkpoints (trainer_dir)
   .executor/<stage>-<fp>/       a worker's SPEC.json / RESULT.json / ERROR.json (executor_dir)
   report.html report.md plots/
+  tensorboard/<stage>/          TENSORBOARD_DIR: event files of `report_to: tensorboard`
 ```
 Only this module spells these names; the pipeline, the executors, the report and the tools
 read them from here.
@@ -35,6 +36,7 @@ __all__ = [
     "REPORT_HTML",
     "REPORT_MD",
     "PLOTS_DIR",
+    "TENSORBOARD_DIR",
     "TMP_INFIX",
     "TRAINER_DIR",
     "TRAINER_LOG",
@@ -59,6 +61,7 @@ EXECUTOR_DIR = ".executor"
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
 PLOTS_DIR = "plots"
+TENSORBOARD_DIR = "tensorboard"
 
 _STAGE_DIR = re.compile(r"^\d{2,}-.+$")
 

@@ -19,7 +19,7 @@ from ladder.checkpoint import Checkpoint, fingerprint_of
 from ladder.errors import ConfigError, LadderError, StageError, ValidationError
 from ladder.executors import get_executor
 from ladder.journal import TrainerJournal
-from ladder.layout import COMPLETE, METRICS, stage_dir_name, trainer_dir
+from ladder.layout import BASE_DIR, COMPLETE, METRICS, stage_dir_name, trainer_dir
 from ladder.observation import Observation, load_eval_rows, merge_metrics, read_metrics
 from ladder.preflight import input_of, structure_problems
 from ladder.registry import stages as stage_registry
@@ -27,6 +27,8 @@ from ladder.rundir import Manifest, versions
 from ladder.configs import config_to_dict, fingerprint_config
 from ladder.settings import checkpoint_references, path_settings
 from ladder.stage import Stage, StageContext, as_result
+from ladder.hub import push_problems, push_settings, push_stage, raise_push_failures
+from ladder.tracking import parse_report_to, require_installed, stage_options, track_stage
 
 __all__ = ["Pipeline", "RunResult"]
 
@@ -68,6 +70,9 @@ class Pipeline:
         generation: decoding settings for probes and evaluations (a mapping).
         options: run-wide settings: ``trust_remote_code``, ``allow_pickle_weights``, …
         recipe: the recipe this pipeline came from (recorded in the manifest).
+        report_to: trackers (``tensorboard``, ``wandb``, ``trackio``, ``mlflow``, or a list), one
+            tracked run ``<name>/<stage>`` per stage (:mod:`ladder.tracking`).
+        push: stages to push to the hub once published (:class:`ladder.hub.PushSettings`).
     """
 
     def __init__(
@@ -85,6 +90,8 @@ class Pipeline:
         recipe: Mapping[str, Any] | None = None,
         revision: str | None = None,
         executor: Any = None,
+        report_to: Any = None,
+        push: Any = None,
     ) -> None:
         self.stages = list(stages)
         self.model = str(model)
@@ -99,7 +106,8 @@ class Pipeline:
         self.options = dict(options or {})
         self.recipe = dict(recipe or {})
         self.executor = executor
-
+        self.report_to = parse_report_to(report_to)
+        self.push = push_settings(push)
 
     # pre-flight ----------------------------------------------------------------------------
     def _context(self, stage: Stage, index: int, **fields: Any) -> StageContext:
@@ -114,13 +122,14 @@ class Pipeline:
             "index": index,
             "total": len(self.stages),
             "seed": self.seed,
-            "options": self.options,
+            "options": stage_options(self.options, self.report_to, self.name),
         }
         values.update(fields)
         return StageContext(**values)
 
     def validate(self) -> None:
         """Pre-flight: check everything before training; raise one error listing every problem."""
+        require_installed(self.report_to)
         problems = structure_problems(self.stages, run_name=self.name if self._run_dir_from_name else None)
         # Stages keep the tokenizer they start from, so the base model's (when local) is the one
         # pre-flight measures row lengths with, for every stage.
@@ -134,6 +143,7 @@ class Pipeline:
             except LadderError as exc:
                 problems.append(f"stage {stage.name!r}: {exc}")
         problems.extend(self._eval_problems())
+        problems.extend(push_problems(self.push, self.stages))
         if problems:
             raise ValidationError(problems)
 
@@ -226,6 +236,7 @@ class Pipeline:
         trained: list[str] = []
         rerun = force
         current = "base"
+        push_failures: list[str] = []
         try:
             observation = Observation(
                 probes=self.probes, evals=self.evals, generation=self.generation, options=self.options,
@@ -255,10 +266,15 @@ class Pipeline:
                     else:
                         logger.info("[%d/%d] %s: complete output found (fingerprint %s), skipped",
                                     i, len(self.stages), stage.name, fp)
+                    self._push(stage.name, manifest, push_failures)
                     continue
                 ctx = self._context(stage, i, fingerprint=fp, checkpoints=dict(outputs), trainer_dir=trainer)
                 outputs[stage.name] = self._run_stage(stage, checkpoint, ctx, manifest, observation, progress)
+                track_stage(self.report_to, self.name, stage.name, fp, final_dir)
+                if not trained and base_metrics is not None:  # the base's observation, once per call that trains
+                    track_stage(self.report_to, self.name, "base", base.fingerprint, self.run_dir / BASE_DIR)
                 trained.append(stage.name)
+                self._push(stage.name, manifest, push_failures)
         except BaseException as exc:
             error = f"{type(exc).__name__}: {exc}"
             try:
@@ -275,8 +291,16 @@ class Pipeline:
             raise StageError(f"stage {current!r} failed: {error}") from exc
         manifest.finish("complete")
         report = self._write_report()
+        raise_push_failures(self.run_dir, push_failures)
         final = outputs[self.stages[-1].name]
         return RunResult(self.run_dir, outputs, final, tuple(trained), report)
+
+    def _push(self, name: str, manifest: Manifest, failures: list[str]) -> None:
+        """Push a published stage when ``push:`` selects it; failures are raised once the run is complete."""
+        record = push_stage(self.push, [s.name for s in self.stages], self.run_dir, name, run_name=self.name)
+        if record is not None:
+            manifest.update_stage(name, push=record)
+            failures.extend([f"{name}: {record['error']}"] if "error" in record else [])
 
     def _reuse(self, final_dir: Path, fp: str, parent: Checkpoint) -> Checkpoint | None:
         if not is_complete(final_dir):

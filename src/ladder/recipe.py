@@ -19,7 +19,7 @@ Relative file paths (datasets, chat templates) resolve against the recipe's fold
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ TOP_LEVEL_KEYS = {
     "generation": "decoding for probes/evaluations: {max_new_tokens, temperature, ...}",
     "options": "run-wide: trust_remote_code, allow_pickle_weights",
     "executor": "where stages run: local (default), accelerate, modal",
+    "report_to": "experiment trackers: tensorboard, wandb, trackio, mlflow, or a list (default: none)",
+    "push": "push stages to the hub once published: {repo_id: org/name, stages: final|all|[names], private, ...}",
 }
 _STAGE_KEYS = ("stage", "name", "input", "gpu", "executor")
 
@@ -108,12 +110,18 @@ def resolve_settings(config_cls: type, settings: dict[str, Any], base: Path | No
     return out
 
 
-def load_recipe(path: str | os.PathLike[str], **overrides: Any) -> Any:
+def load_recipe(path: str | os.PathLike[str], *, overrides: Sequence[str] = (), **values: Any) -> Any:
     """Read a YAML recipe and build its :class:`~ladder.pipeline.Pipeline`.
+
+    Args:
+        path: the recipe file.
+        overrides: ``KEY=VALUE`` overrides (``stages.sft.learning_rate=1e-4``, see
+            :mod:`ladder.overrides`), recorded in the manifest's recipe.
+        values: top-level keys that replace the recipe's when not ``None`` (``run_dir=``...).
 
     Raises:
         RecipeError: the file is missing or not valid YAML.
-        ValidationError: the recipe's content has problems (all listed at once).
+        ValidationError: the recipe's content, or an override, has problems (all listed at once).
     """
     import yaml
 
@@ -133,16 +141,23 @@ def load_recipe(path: str | os.PathLike[str], **overrides: Any) -> Any:
         raise RecipeError("a recipe must be a YAML mapping with `model:` and `stages:`", path=str(path))
     data = dict(data)
     data.setdefault("name", path.stem)
-    data.update({k: v for k, v in overrides.items() if v is not None})
+    data.update({k: v for k, v in values.items() if v is not None})
     try:
-        return pipeline_from_dict(data, base_dir=path.parent.resolve(), source=str(path))
+        if overrides:
+            from ladder.overrides import apply_overrides
+
+            data = apply_overrides(data, overrides, top_level=list(TOP_LEVEL_KEYS))
+        return pipeline_from_dict(data, base_dir=path.parent.resolve(), source=str(path), overrides=overrides)
     except ValidationError as exc:
         raise ValidationError([f"{path}: {p}" for p in exc.problems]) from None
 
 
-def pipeline_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None, source: str | None = None) -> Any:
+def pipeline_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None, source: str | None = None,
+                       overrides: Sequence[str] = ()) -> Any:
     """Build a Pipeline from a recipe mapping; every problem is collected, then raised at once."""
+    from ladder.hub import push_settings
     from ladder.pipeline import Pipeline
+    from ladder.tracking import parse_report_to
 
     problems: list[str] = []
     unknown = sorted(set(data) - set(TOP_LEVEL_KEYS))
@@ -173,6 +188,11 @@ def pipeline_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None,
 
     if data.get("executor") not in (None, *EXECUTORS) and not isinstance(data.get("executor"), Mapping):
         problems.append(f"`executor:` must be one of {', '.join(EXECUTORS)}, got {data.get('executor')!r}")
+    for key, parse in (("report_to", parse_report_to), ("push", push_settings)):
+        try:
+            parse(data.get(key))
+        except ConfigError as exc:
+            problems.append(str(exc))
     if problems:
         raise ValidationError(problems)
     evals = {k: _resolve_data(v, base_dir) for k, v in (data.get("evals") or {}).items()}
@@ -187,8 +207,11 @@ def pipeline_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None,
         evals=evals,
         generation=data.get("generation"),
         options=data.get("options"),
-        recipe={**dict(data), "source": source} if source else dict(data),
+        recipe={**dict(data), **({"source": source} if source else {}),
+                **({"overrides": list(overrides)} if overrides else {})},
         executor=data.get("executor"),
+        report_to=data.get("report_to"),
+        push=data.get("push"),
     )
 
 

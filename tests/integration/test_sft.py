@@ -43,7 +43,10 @@ def test_sft_writes_a_complete_merged_checkpoint(sft_run, tiny_model: Path) -> N
     for name in ("model.safetensors", "config.json", "tokenizer.json", "chat_template.jinja", "generation_config.json"):
         assert (model_dir / name).is_file(), name
     assert (stage_dir / "adapter" / "adapter_model.safetensors").is_file()
-    assert (model_dir / "README.md").read_text().count("fingerprint") >= 2  # model card lists the chain
+    card = (model_dir / "README.md").read_text()  # the model card lists the chain, and no local path
+    checkpoint = sft_run.checkpoints["sft"]
+    assert f"`{checkpoint.parent.fingerprint}`" in card and f"`{checkpoint.fingerprint}`" in card
+    assert str(tiny_model) not in card and str(sft_run.run_dir) not in card
     # the chat's end-of-turn token is the EOS of the saved generation config
     from transformers import AutoTokenizer
 

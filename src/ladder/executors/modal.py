@@ -271,8 +271,10 @@ class ModalExecutor:
 
     def call(self, stage: Stage, ctx: StageContext, spec: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
         """Run the stage's Modal function with ``spec`` and return its outcome."""
+        from ladder.tracking import trackers_in
+
         modal = _modal()
-        description = describe_app([stage], self.settings, indices=[ctx.index])
+        description = describe_app([stage], self.settings, indices=[ctx.index], trackers=trackers_in(ctx.options))
         (fn_name, fn_desc), = description["functions"].items()
         app, functions = _build(description)
         logger.info("%s: running on Modal (%s, function %s of app %s)", stage.name, fn_desc["gpu"], fn_name,

@@ -226,15 +226,26 @@ def _egg_info_source_tree(dist: md.Distribution) -> Path | None:
     return None
 
 
-def image_description(settings: ModalSettings | None = None) -> dict[str, Any]:
-    """The container image as plain data: Python, pinned pip packages, packages, environment."""
+def _tracker_requirements(trackers: Sequence[str]) -> list[str]:
+    """The trackers' packages (``report_to``), pinned to the versions installed here when they are."""
+    from packaging.requirements import Requirement
+
+    from ladder.tracking import TRACKERS
+
+    reqs = [Requirement(TRACKERS[name]) for name in trackers]
+    return [f"{r.name}=={v}" if (v := _installed_version(r.name)) and r.specifier.contains(v) else str(r) for r in reqs]
+
+
+def image_description(settings: ModalSettings | None = None, trackers: Sequence[str] = ()) -> dict[str, Any]:
+    """The container image as plain data: Python, pinned pip packages (the ``trackers``' too), packages, env."""
     settings = settings or ModalSettings()
     packages = [_package_source(d) for d in _ladder_distributions()]
     if not any(_canonical(p["name"]) == "ladder" for p in packages):
         raise MissingDependencyError("ladder (as an installed distribution)", package="-e <ladder checkout>")
+    pip = {*_pinned_requirements("ladder", settings.extras), *_tracker_requirements(trackers)}
     return {
         "python": settings.python_version,
-        "pip": _pinned_requirements("ladder", settings.extras),
+        "pip": sorted(pip, key=str.lower),
         "packages": packages,
         "env": {
             "HF_HOME": f"{settings.mount}{HF_CACHE}",
@@ -268,7 +279,8 @@ def function_name(index: int, stage_name: str) -> str:
 
 
 def describe_app(
-    pipeline_or_stages: Any, settings: ModalSettings | None = None, *, indices: Sequence[int] | None = None
+    pipeline_or_stages: Any, settings: ModalSettings | None = None, *, indices: Sequence[int] | None = None,
+    trackers: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Everything :func:`build_app` makes, as plain data (what the tests and ``--dry-run`` show).
 
@@ -276,6 +288,7 @@ def describe_app(
         pipeline_or_stages: a :class:`~ladder.pipeline.Pipeline` (``load_recipe(path)``) or a list of stages.
         settings: Modal settings (defaults: :class:`ModalSettings`).
         indices: the 1-based pipeline positions of the given stages (default 1, 2, ...).
+        trackers: the trackers the image installs (default: the pipeline's ``report_to``).
     """
     settings = settings or ModalSettings()
     run_name, stages = _stages_of(pipeline_or_stages)
@@ -303,7 +316,8 @@ def describe_app(
         "app": f"{settings.app_name}-{run_name}",
         "volume": {"name": settings.volume, "mount": settings.mount, "runs": RUNS_ROOT, "hf_cache": HF_CACHE},
         "secrets": secrets,
-        "image": image_description(settings),
+        "image": image_description(settings, trackers if trackers is not None else
+                                   tuple(getattr(pipeline_or_stages, "report_to", ()) or ())),
         "functions": functions,
         "worker": "python -m ladder.executors.worker",
     }

@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ladder.tracking import training_arguments
 from ladder.training.models import device_name, precision
 
 if TYPE_CHECKING:
@@ -30,6 +31,8 @@ def trainer_args(
 ) -> dict[str, Any]:
     """Keyword arguments shared by every TRL config ladder builds.
 
+    The run's trackers (``report_to``) get the stage's tracked run: ``report_to``, ``run_name``
+    ``<run>/<stage>`` and the environment TRL's integrations read (:func:`ladder.tracking.training_arguments`).
     ``trainer_kwargs`` from the recipe win over ladder's choices (pass-through to TRL).
     """
     args: dict[str, Any] = {
@@ -43,7 +46,7 @@ def trainer_args(
         "save_strategy": "steps" if save_steps > 0 else "no",
         "save_steps": save_steps if save_steps > 0 else 500,
         "save_total_limit": 2,
-        "report_to": "none",
+        **training_arguments(ctx),
         "seed": ctx.seed,
         "data_seed": ctx.seed,
         "disable_tqdm": True,

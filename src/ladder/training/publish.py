@@ -7,7 +7,6 @@ tokenizer, chat template and generation config, and writes the model card.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ if TYPE_CHECKING:
     from ladder.checkpoint import Checkpoint
     from ladder.stage import StageContext
 
-__all__ = ["Published", "publish", "save_model_dir", "write_model_card"]
+__all__ = ["Published", "local_license", "publish", "save_model_dir", "write_model_card"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +106,8 @@ def publish(
         adapter_path=str(adapter_dir) if adapter_dir else None,
     )
     settings = config if isinstance(config, Mapping) else config_to_dict(config)
-    write_model_card(model_dir, out, settings)
+    write_model_card(model_dir, out, settings, stage_kind=ctx.stage_kind,
+                     config_cls=None if isinstance(config, Mapping) else type(config))
     return Published(out, merged, metrics)
 
 
@@ -130,23 +130,36 @@ def save_model_dir(
     tokenizer.save_pretrained(str(out_dir))
 
 
-def write_model_card(out_dir: Path, checkpoint: Checkpoint, config: Mapping[str, Any]) -> None:
-    """A README.md model card listing the full chain the model came from."""
-    chain = list(checkpoint.lineage())[::-1]
-    lines = [
-        "---",
-        "library_name: transformers",
-        "tags: [ladder, trl, peft]",
-        "---",
-        f"# {checkpoint.stage} checkpoint (made by ladder)",
-        "",
-        "## Lineage",
-        "",
-    ]
-    for i, node in enumerate(chain):
-        lines.append(f"{i}. `{node.stage}` — fingerprint `{node.fingerprint}` — `{node.path}`")
-    from ladder.rundir import redact
+def write_model_card(
+    out_dir: Path, checkpoint: Checkpoint, config: Mapping[str, Any], *, stage_kind: str = "",
+    config_cls: type | None = None,
+) -> None:
+    """The ``README.md`` model card: hub metadata, the lineage back to the base, the settings.
 
-    settings = json.dumps(redact(dict(config)), indent=2, default=str)  # no credentials in a shareable card
-    lines += ["", "## Stage settings", "", "```json", settings, "```", ""]
-    (out_dir / "README.md").write_text("\n".join(lines), encoding="utf-8")
+    No local path appears in it (see :mod:`ladder.card`); ``ladder push`` writes the card again
+    with every stage's measured numbers.
+    """
+    from ladder.card import CardStage, describe_source, hub_id, render_card
+
+    chain = list(checkpoint.lineage())[::-1]
+    base = chain[0]
+    lineage = [CardStage(name="base", kind="base", fingerprint=base.fingerprint, source=describe_source(base.path))]
+    lineage += [CardStage(name=node.stage, kind="", fingerprint=node.fingerprint) for node in chain[1:-1]]
+    lineage.append(CardStage.of_stage(checkpoint.stage, stage_kind, checkpoint.fingerprint, config_cls, config))
+    text = render_card(lineage, title=f"{checkpoint.stage} checkpoint", base_model=hub_id(base.path),
+                       license=local_license(base.path), kind=checkpoint.kind)
+    (out_dir / "README.md").write_text(text, encoding="utf-8")
+
+
+def local_license(model: str) -> str | None:
+    """The ``license`` of a local model folder's own card (``README.md`` metadata), if it has one."""
+    card = Path(model) / "README.md"
+    if not card.is_file():
+        return None
+    try:
+        from huggingface_hub import metadata_load
+
+        value = (metadata_load(card) or {}).get("license")
+    except Exception:  # a card whose header is not YAML: no license to carry over
+        return None
+    return str(value) if isinstance(value, str) and value else None
