@@ -145,7 +145,7 @@ def write_model_card(out_dir: Path, checkpoint: Checkpoint, config: Mapping[str,
     ]
     for i, node in enumerate(chain):
         lines.append(f"{i}. `{node.stage}` — fingerprint `{node.fingerprint}` — `{node.path}`")
-    from ladder.rundir import redact
+    from ladder.redaction import redact
 
     settings = json.dumps(redact(dict(config)), indent=2, default=str)  # no credentials in a shareable card
     lines += ["", "## Stage settings", "", "```json", settings, "```", ""]
