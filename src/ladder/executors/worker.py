@@ -48,7 +48,7 @@ from ladder.executors.spec import (
     unseal_spec,
     worker_spec_paths,
 )
-from ladder.redaction import RedactingFilter, redact_text
+from ladder.redaction import RedactingFilter, redact, redact_text
 from ladder.runlock import stop_on_signals
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ def run_spec(spec: Mapping[str, Any], result_path: str | os.PathLike[str] | None
     produced = as_result(stage.run(checkpoint, ctx))
     if rank == 0 and result_path is not None:
         atomic_write_json(result_path, {"checkpoint": checkpoint_chain(produced.checkpoint),
-                                        "metrics": produced.metrics})
+                                        "metrics": redact(produced.metrics)})
     return produced
 
 
