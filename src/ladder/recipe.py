@@ -136,7 +136,7 @@ def _load_yaml(text: str) -> tuple[Any, list[str]]:
         return yaml.SafeLoader.construct_mapping(loader, node, deep)
 
     Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
-    return yaml.load(text, Loader=Loader), duplicates  # noqa: S506 (a SafeLoader)
+    return yaml.load(text, Loader=Loader), duplicates  # a SafeLoader, with the check above
 
 
 def load_recipe(path: str | os.PathLike[str], **overrides: Any) -> Any:

@@ -93,7 +93,9 @@ class RunLock:
         previous = self.holder()
         if previous.get("pid"):
             same_host = previous.get("host") == socket.gethostname()
-            state = "is gone" if same_host and not _alive(int(previous["pid"])) else "no longer holds it"
+            pid = previous["pid"]
+            gone = same_host and isinstance(pid, int) and not _alive(pid)
+            state = "is gone" if gone else "no longer holds it"
             logger.warning("%s: taking over the lock of pid %s on %s (started %s), which %s", self.run_dir,
                            previous.get("pid"), previous.get("host"), _when(previous.get("started_at")), state)
         facts = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": time.time()}

@@ -194,9 +194,8 @@ def test_an_interrupted_stage_is_recorded_and_left_resumable(tmp_path: Path) -> 
 
 def test_a_run_is_refused_while_another_holds_the_directory(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    with RunLock(run_dir):
-        with pytest.raises(RunInUseError, match=f"pid {os.getpid()}"):
-            _pipeline(run_dir).run()
+    with RunLock(run_dir), pytest.raises(RunInUseError, match=f"pid {os.getpid()}"):
+        _pipeline(run_dir).run()
     assert not (run_dir / "manifest.json").exists()  # the holder's manifest is not touched
     done = _pipeline(run_dir).run()
     assert done.trained == ("write",) and is_complete(run_dir / "01-write")

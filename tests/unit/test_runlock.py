@@ -48,9 +48,8 @@ def test_a_second_process_is_refused_and_named(tmp_path: Path) -> None:
 
 
 def test_two_locks_in_one_process_exclude_each_other(tmp_path: Path) -> None:
-    with RunLock(tmp_path):
-        with pytest.raises(RunInUseError, match=f"pid {os.getpid()}"):
-            RunLock(tmp_path).acquire()
+    with RunLock(tmp_path), pytest.raises(RunInUseError, match=f"pid {os.getpid()}"):
+        RunLock(tmp_path).acquire()
 
 
 def test_the_lock_of_a_dead_process_is_taken_over_with_a_log_line(tmp_path: Path,
