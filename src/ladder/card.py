@@ -191,7 +191,7 @@ def render_card(
     """
     from huggingface_hub import ModelCardData
 
-    from ladder.rundir import redact
+    from ladder.redaction import redact
 
     stage = lineage[-1]
     datasets = list(dict.fromkeys(d for node in lineage for d in node.datasets))

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ladder.errors import ConfigError, DataError, LadderError, MissingDependencyError, PluginLoadError
+from ladder.errors import ConfigError, DataError, LadderError, MissingDependencyError, PluginLoadError, RunInUseError
 from ladder.executors import EXECUTORS
 
 __all__ = ["main", "build_parser"]
@@ -36,6 +36,9 @@ def _setup_logging(verbose: bool, debug: bool) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    from ladder.redaction import RedactingFilter
+
+    handler.addFilter(RedactingFilter())  # no credential reaches a terminal or a log file
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("ladder").setLevel(level)
@@ -291,17 +294,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose, args.debug)
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM during `ladder run` (ladder.runlock.Interrupted)
+        signum = int(getattr(exc, "signum", 2))
+        print(f"{str(exc) or 'interrupted'}; run the same command again to resume", file=sys.stderr)
+        return 128 + signum
     except LadderError as exc:
         if args.debug:
             raise
-        # Exit 2: the recipe, the data or the installed packages need fixing (nothing trained,
-        # or nothing more will until they are); exit 1: a stage failed while running.
-        user = (ConfigError, DataError, LookupError, PluginLoadError, MissingDependencyError)
+        # Exit 2: the recipe, the data or the installed packages need fixing, or another run holds
+        # the run directory (nothing trained, or nothing more will until they are); exit 1: a
+        # stage failed while running.
+        user = (ConfigError, DataError, LookupError, PluginLoadError, MissingDependencyError, RunInUseError)
         code = EXIT_USER_ERROR if isinstance(exc, user) else EXIT_FAILURE
-        print(f"error: {exc}", file=sys.stderr)
+        from ladder.redaction import redact_text
+
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         if code == EXIT_FAILURE:
             print("(run with --debug for the full traceback)", file=sys.stderr)
         return code

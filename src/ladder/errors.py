@@ -22,6 +22,7 @@ __all__ = [
     "MergeVerificationError",
     "RewardError",
     "ModelFetchError",
+    "RunInUseError",
 ]
 
 
@@ -138,3 +139,7 @@ class RewardError(LadderError, RuntimeError):
 
 class ModelFetchError(LadderError, RuntimeError):
     """The embedded demo model could not be fetched or converted."""
+
+
+class RunInUseError(LadderError, RuntimeError):
+    """Another ``ladder run`` holds the run directory's lock; the message names its pid."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 import traceback
@@ -15,17 +14,18 @@ from typing import Any
 import attrs
 
 from ladder.atomic import atomic_dir, atomic_write_json, clean_leftovers, is_complete
-from ladder.checkpoint import Checkpoint, fingerprint_of
+from ladder.checkpoint import Checkpoint
+from ladder.configs import config_to_dict
 from ladder.errors import ConfigError, LadderError, StageError, ValidationError
 from ladder.executors import get_executor
+from ladder.fingerprints import base_checkpoint, references, stage_fingerprint, stage_package
 from ladder.journal import TrainerJournal
 from ladder.layout import BASE_DIR, COMPLETE, METRICS, stage_dir_name, trainer_dir
 from ladder.observation import Observation, load_eval_rows, merge_metrics, read_metrics
-from ladder.preflight import input_of, structure_problems
-from ladder.registry import stages as stage_registry
-from ladder.rundir import Manifest, versions
-from ladder.configs import config_to_dict, fingerprint_config
-from ladder.settings import checkpoint_references, path_settings
+from ladder.preflight import input_of, run_problems, structure_problems
+from ladder.redaction import redact
+from ladder.rundir import Manifest
+from ladder.runlock import RunLock, stop_on_signals
 from ladder.stage import Stage, StageContext, as_result
 from ladder.hub import push_problems, push_settings, push_stage, raise_push_failures
 from ladder.tracking import parse_report_to, require_installed, stage_options, track_stage
@@ -44,14 +44,6 @@ class RunResult:
     final: Checkpoint
     trained: tuple[str, ...]  # stages trained in this call (the others were reused)
     report: Path | None = None
-
-
-def _stage_package(kind: str) -> str:
-    try:
-        entry = stage_registry.entry(kind)
-        return f"{entry.package}=={entry.version}"
-    except LadderError:
-        return "unregistered"
 
 
 class Pipeline:
@@ -130,7 +122,8 @@ class Pipeline:
     def validate(self) -> None:
         """Pre-flight: check everything before training; raise one error listing every problem."""
         require_installed(self.report_to)
-        problems = structure_problems(self.stages, run_name=self.name if self._run_dir_from_name else None)
+        problems = run_problems(model=self.model, run_dir=self.run_dir, seed=self.seed, options=self.options)
+        problems += structure_problems(self.stages, run_name=self.name if self._run_dir_from_name else None)
         # Stages keep the tokenizer they start from, so the base model's (when local) is the one
         # pre-flight measures row lengths with, for every stage.
         base = Checkpoint.base(self.model, revision=self.revision)
@@ -158,43 +151,15 @@ class Pipeline:
 
     # fingerprints --------------------------------------------------------------------------
     def fingerprint(self, stage: Stage, input_fp: str, references: Mapping[str, str] | None = None) -> str:
-        """Input checkpoint + stage type/name/config + data content + versions.
-
-        ``references``: identities of what the stage reads besides its input and its data: the
-        checkpoints its ``checkpoint_ref`` settings name (a stage's fingerprint, or a folder's
-        content identity) and the content of the files its ``path`` settings name, by setting
-        name (:meth:`references`); a stage with none fingerprints without them.
-        """
-        parts: list[Any] = [
-            input_fp,
-            stage.kind,
-            stage.name,
-            fingerprint_config(stage.config),
-            stage.fingerprint_data(),
-            versions().get("ladder"),
-            _stage_package(stage.kind),
-            self.seed,
-        ]
-        if references:
-            parts.append(dict(sorted(references.items())))
-        return fingerprint_of(*parts)
+        """Input checkpoint + stage type/name/config + data content + versions (of ladder, the
+        stage's package and the packages of the rewards it names) + seed + ``references``
+        (:meth:`references`); see :mod:`ladder.fingerprints`."""
+        return stage_fingerprint(stage, input_fp, self.seed, references)
 
     @staticmethod
     def references(stage: Stage, outputs: Mapping[str, Checkpoint]) -> dict[str, str]:
         """Identities of the checkpoints and files the stage's settings name (see :meth:`fingerprint`)."""
-        from ladder.identity import path_identity
-
-        found: dict[str, str] = {}
-        for setting, ref, _kind in checkpoint_references(stage.config):
-            if ref in outputs:
-                found[setting] = outputs[ref].fingerprint
-            else:
-                found[setting] = path_identity(ref)
-        for setting, kind in path_settings(type(stage.config)):
-            value = getattr(stage.config, setting, None)
-            if kind in ("file", "dir", "any") and isinstance(value, (str, os.PathLike)) and value:
-                found[setting] = path_identity(value)
-        return found
+        return references(stage, outputs)
 
     # running -------------------------------------------------------------------------------
     def run(self, *, force: bool = False, from_stage: str | None = None, progress: Any = None) -> RunResult:
@@ -208,10 +173,16 @@ class Pipeline:
         self.validate()
         if from_stage is not None and from_stage not in [s.name for s in self.stages]:
             raise ConfigError(f"--from {from_stage!r}: no such stage; stages: {[s.name for s in self.stages]}")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        for leftover in clean_leftovers(self.run_dir):
+        # One run per directory (a second one would delete this one's temp and trainer state);
+        # SIGTERM stops the run as Ctrl-C does, leaving it resumable.
+        with stop_on_signals(), RunLock(self.run_dir):
+            return self._run(force=force, from_stage=from_stage, progress=progress)
+
+    def _run(self, *, force: bool, from_stage: str | None, progress: Any) -> RunResult:
+        # Exactly the temp names ladder creates: a stage's own name is never mistaken for one.
+        for leftover in clean_leftovers(self.run_dir, exact=True):
             logger.info("removed an incomplete leftover: %s", leftover.name)
-        base = Checkpoint.base(self.model, revision=self.revision)
+        base = base_checkpoint(self.model, self.revision)
         manifest = Manifest.start(
             self.run_dir,
             run_name=self.name,
@@ -227,7 +198,7 @@ class Pipeline:
                     "input": input_of(self.stages, i),
                     "status": "pending",
                     "config": config_to_dict(s.config),
-                    "package": _stage_package(s.kind),
+                    "package": stage_package(s.kind),
                 }
                 for i, s in enumerate(self.stages, 1)
             ],
@@ -276,19 +247,10 @@ class Pipeline:
                 trained.append(stage.name)
                 self._push(stage.name, manifest, push_failures)
         except BaseException as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            try:
-                manifest.update_stage(current, status="failed", error=error,
-                                      traceback=traceback.format_exc(limit=20), finished_at=time.time())
-            except KeyError:
-                pass
-            manifest.finish("failed", error=f"stage {current!r} failed: {error}")
-            if progress is not None:
-                progress.stage_finished(current, "failed", None, None)
-            self._write_report()
+            self._record_failure(manifest, current, exc, progress)
             if isinstance(exc, (LadderError, KeyboardInterrupt, SystemExit)) or not isinstance(exc, Exception):
                 raise
-            raise StageError(f"stage {current!r} failed: {error}") from exc
+            raise StageError(f"stage {current!r} failed: {type(exc).__name__}: {exc}") from exc
         manifest.finish("complete")
         report = self._write_report()
         raise_push_failures(self.run_dir, push_failures)
@@ -301,6 +263,31 @@ class Pipeline:
         if record is not None:
             manifest.update_stage(name, push=record)
             failures.extend([f"{name}: {record['error']}"] if "error" in record else [])
+
+    def _record_failure(self, manifest: Manifest, current: str, exc: BaseException, progress: Any) -> None:
+        """Record why the run stopped: in the manifest, on the display, in the report.
+
+        Each step is on its own: one that fails (a full disk, a broken display) is logged and the
+        next still runs, and the caller re-raises ``exc``, the error that stopped the run, never
+        one raised while recording it. An interruption (SIGTERM, Ctrl-C) is recorded as
+        ``interrupted``: the trainer checkpoints stay, and the same command resumes.
+        """
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        error = f"{type(exc).__name__}: {exc}" if status == "failed" else str(exc) or "interrupted"
+        trace = traceback.format_exc(limit=20)
+        steps: list[tuple[str, Any]] = []
+        if any(s.name == current for s in self.stages):
+            steps.append(("the stage's status", lambda: manifest.update_stage(
+                current, status=status, error=error, traceback=trace, finished_at=time.time())))
+        steps.append(("the run's status", lambda: manifest.finish(status, error=f"stage {current!r} {status}: {error}")))
+        if progress is not None:
+            steps.append(("the display", lambda: progress.stage_finished(current, status, None, None)))
+        steps.append(("the report", self._write_report))
+        for what, step in steps:
+            try:
+                step()
+            except Exception:
+                logger.warning("stage %r %s, and recording %s failed too", current, status, what, exc_info=True)
 
     def _reuse(self, final_dir: Path, fp: str, parent: Checkpoint) -> Checkpoint | None:
         if not is_complete(final_dir):
@@ -337,11 +324,14 @@ class Pipeline:
                 metrics = self._stage_metrics(stage, ctx, result.metrics)
                 if observation.enabled:
                     merge_metrics(metrics, observation.observe(result.checkpoint, work))
-                atomic_write_json(work / METRICS, metrics)
+                atomic_write_json(work / METRICS, redact(metrics))
                 published = _relocate(result.checkpoint, work, final_dir)
                 marker["checkpoint"] = published.to_dict()
             except BaseException:
-                journal.keep(work)  # atomic_dir removes the temp dir next; the failed attempt's log stays
+                try:
+                    journal.keep(work)  # atomic_dir removes the temp dir next; the failed attempt's log stays
+                except Exception:  # the stage's own error is the one to raise
+                    logger.warning("could not keep the trainer log of stage %r", stage.name, exc_info=True)
                 raise
         shutil.rmtree(ctx.trainer_dir, ignore_errors=True)  # published: resumable state no longer needed
         duration = time.time() - started

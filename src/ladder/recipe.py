@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ladder.errors import ConfigError, LadderError, RecipeError, ValidationError
+from ladder.preflight import model_problem
 from ladder.registry import stages as stage_registry
 from ladder.settings import is_path_reference, looks_like_text_file, path_settings
 
@@ -110,6 +111,36 @@ def resolve_settings(config_cls: type, settings: dict[str, Any], base: Path | No
     return out
 
 
+def _load_yaml(text: str) -> tuple[Any, list[str]]:
+    """``yaml.safe_load``, plus every key a mapping holds twice (YAML itself keeps the last one,
+    silently: ``max_steps: 100`` then ``max_steps: 5`` trains 5 steps)."""
+    import yaml
+
+    duplicates: list[str] = []
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+        seen: dict[Any, int] = {}
+        for key_node, _value in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` overrides on purpose
+                continue
+            key = loader.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    duplicates.append(f"duplicate key {key!r} at line {line} (first at line {seen[key]})")
+                else:
+                    seen[key] = line
+            except TypeError:  # an unhashable key; construct_mapping reports it
+                continue
+        return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    return yaml.load(text, Loader=Loader), duplicates  # a SafeLoader, with the check above
+
+
 def load_recipe(path: str | os.PathLike[str], *, overrides: Sequence[str] = (), **values: Any) -> Any:
     """Read a YAML recipe and build its :class:`~ladder.pipeline.Pipeline`.
 
@@ -130,13 +161,19 @@ def load_recipe(path: str | os.PathLike[str], *, overrides: Sequence[str] = (), 
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RecipeError(f"cannot read the recipe: {exc.strerror}", path=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"the recipe is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                          "save it as UTF-8", path=str(path)) from None
     try:
-        data = yaml.safe_load(text)
+        data, duplicates = _load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise RecipeError(f"invalid YAML{where}: {problem}", path=str(path)) from exc
+    if duplicates:
+        raise RecipeError(", ".join(duplicates) + ": YAML would silently keep only the last value of each; "
+                          "remove the extra ones", path=str(path))
     if not isinstance(data, Mapping):
         raise RecipeError("a recipe must be a YAML mapping with `model:` and `stages:`", path=str(path))
     data = dict(data)
@@ -168,8 +205,11 @@ def pipeline_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None,
         model = _embedded_model(model)
     if not isinstance(model, str) or not model:
         problems.append("`model:` is required: a hub id (e.g. Qwen/Qwen2.5-0.5B) or a local model folder")
-    elif base_dir is not None and (base_dir / model).is_dir() and not os.path.isabs(model):
-        model = str((base_dir / model).resolve())
+    elif base_dir is not None and not os.path.isabs(os.path.expanduser(model)):
+        if (base_dir / model).is_dir():
+            model = str((base_dir / model).resolve())
+        elif (problem := model_problem(model, base_dir / model)) is not None:
+            problems.append(problem)  # a path that names nothing is not a hub id
     raw_stages = data.get("stages")
     built = []
     if not isinstance(raw_stages, list) or not raw_stages:
@@ -180,10 +220,12 @@ def pipeline_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None,
             built.append(_build_stage(raw, i, base_dir))
         except LadderError as exc:
             problems.append(f"stages[{i}]: {exc}")
-    for key, kind in (("seed", int), ("options", Mapping), ("generation", Mapping), ("evals", Mapping)):
-        if key in data and data[key] is not None and not isinstance(data[key], kind):
-            problems.append(f"`{key}:` must be {'an integer' if kind is int else 'a mapping'}, "
-                            f"got {type(data[key]).__name__}")
+    # (`seed:` and the `options:` keys are checked by the pipeline's pre-flight.)
+    for key in ("options", "generation", "evals"):
+        if key in data and data[key] is not None and not isinstance(data[key], Mapping):
+            problems.append(f"`{key}:` must be a mapping, got {type(data[key]).__name__}")
+    if data.get("run_dir") is not None and not isinstance(data["run_dir"], (str, os.PathLike)):
+        problems.append(f"`run_dir:` must be a folder path, got {type(data['run_dir']).__name__}")
     from ladder.executors import EXECUTORS
 
     if data.get("executor") not in (None, *EXECUTORS) and not isinstance(data.get("executor"), Mapping):
@@ -202,7 +244,7 @@ def pipeline_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None,
         revision=data.get("revision"),
         run_dir=data.get("run_dir"),
         name=str(data["name"]) if data.get("name") else None,
-        seed=int(data.get("seed", 0) or 0),
+        seed=0 if data.get("seed") is None else data["seed"],
         probes=data.get("probes"),
         evals=evals,
         generation=data.get("generation"),

@@ -14,41 +14,28 @@ import attrs
 
 from ladder.atomic import atomic_write_json
 from ladder.errors import ConfigError
-from ladder.layout import MANIFEST, stage_dir_name
+from ladder.layout import MANIFEST, TMP_INFIX, stage_dir_name
+from ladder.redaction import redact
 
 __all__ = ["Manifest", "versions", "redact", "safe_name", "stage_dir_name"]
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-# Keys whose values are credentials ("hf_token", "api_key"), not settings that merely mention
-# tokens ("max_new_tokens", "pad_token", "eos_token_ids").
-_SECRET_KEY = re.compile(
-    r"^(token|(hf|hub|auth|access|api|bearer|github|wandb|modal|openai)_token|.*secret.*|.*passw(or)?d.*"
-    r"|.*api[_-]?key.*|credentials?)$",
-    re.I,
-)
 
 
 def safe_name(name: str, what: str = "stage name") -> str:
-    """Reject names that could escape the run directory (``..``, ``/``, absolute paths)."""
+    """Reject names that could escape the run directory (``..``, ``/``, absolute paths), or
+    that hold ``.tmp-``, which marks the temp entries of unfinished writes."""
     if not isinstance(name, str) or not _SAFE.match(name) or ".." in name:
         raise ConfigError(
             f"invalid {what} {name!r}: use letters, digits, '_', '-' and '.', starting with a letter "
             f"or digit (at most 64 characters, no '..' or '/'); it names a directory in the run"
         )
+    if TMP_INFIX in name:
+        raise ConfigError(
+            f"invalid {what} {name!r}: {TMP_INFIX!r} marks the temp directories of unfinished writes in a run, "
+            f"which the next run removes; rename it (e.g. {name.replace(TMP_INFIX, '-')!r})"
+        )
     return name
-
-
-def redact(value: Any) -> Any:
-    """Copy of ``value`` with secrets (keys naming tokens, passwords, API keys) replaced."""
-    if isinstance(value, Mapping):
-        return {
-            k: ("***" if isinstance(k, str) and _SECRET_KEY.search(k) and v else redact(v)) for k, v in value.items()
-        }
-    if isinstance(value, (list, tuple)):
-        return [redact(v) for v in value]
-    if isinstance(value, str) and re.fullmatch(r"hf_[A-Za-z0-9]{20,}", value):
-        return "***"
-    return value
 
 
 def versions(extra_packages: tuple[str, ...] = ()) -> dict[str, str]:
@@ -86,8 +73,8 @@ class Manifest:
             "created_at": previous.get("created_at", time.time()),
             "updated_at": time.time(),
             "status": "running",
-            "recipe": redact(dict(recipe)),
-            "settings": redact(dict(settings)),
+            "recipe": dict(recipe),
+            "settings": dict(settings),
             "versions": versions(),
             "base": dict(base),
             "stages": stages,
@@ -105,7 +92,7 @@ class Manifest:
         raise KeyError(name)
 
     def update_stage(self, name: str, **fields: Any) -> None:
-        self.stage(name).update(redact(fields))
+        self.stage(name).update(fields)
         self.save()
 
     def finish(self, status: str, error: str | None = None) -> None:
@@ -115,4 +102,4 @@ class Manifest:
 
     def save(self) -> None:
         self.data["updated_at"] = time.time()
-        atomic_write_json(self.path, self.data)
+        atomic_write_json(self.path, redact(self.data))  # every credential, wherever it is, stays out

@@ -180,7 +180,7 @@ class Case:
     recipe: str | None  # YAML after HEADER (or all of it with raw=True); None: the file is missing
     says: tuple[str, ...]  # fragments the message must hold (file, row, field, setting)
     error: type[Exception] | None = ValidationError  # what the Python API raises
-    files: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str | bytes] = field(default_factory=dict)
     command: str = "validate"
     args: tuple[str, ...] = ()
     exit: int = 2
@@ -255,6 +255,30 @@ CASES = [
          files={"data.jsonl": jsonl(*GOOD_SFT)}),
     Case("bad_executor", "executor: cloud\n" + SFT, ("`executor:`", "'cloud'"),
          files={"data.jsonl": jsonl(*GOOD_SFT)}),
+    Case("duplicate_yaml_key", SFT + "    max_steps: 2\n",
+         ("duplicate key 'max_steps' at line 9 (first at line 8)", "keep only the last value"), RecipeError,
+         files={"data.jsonl": jsonl(*GOOD_SFT)}, subprocess=True),
+    Case("stage_name_like_a_temp_dir", SFT + "    name: sft.tmp-v2\n",
+         ("stage 1 ('sft.tmp-v2')", "invalid stage name 'sft.tmp-v2'", "'.tmp-' marks the temp directories"),
+         files={"data.jsonl": jsonl(*GOOD_SFT)}, subprocess=True),
+    Case("run_name_like_a_temp_dir", "name: nightly.tmp-1\nmodel: " + HUB_MODEL + "\nprobes: false\n" + SFT,
+         ("invalid run name 'nightly.tmp-1'", "'.tmp-' marks the temp directories"),
+         files={"data.jsonl": jsonl(*GOOD_SFT)}, raw=True),
+    Case("model_path_missing", "name: bad\nmodel: ./models/missing\nrun_dir: {run_dir}\nprobes: false\n" + SFT,
+         ("`model:` './models/missing' names no folder", "case/models/missing)", "or a hub id"),
+         files={"data.jsonl": jsonl(*GOOD_SFT)}, raw=True, subprocess=True),
+    Case("model_path_is_a_file", "name: bad\nmodel: ./model.safetensors\nrun_dir: {run_dir}\nprobes: false\n" + SFT,
+         ("`model:` './model.safetensors' is a file, not a model folder",),
+         files={"data.jsonl": jsonl(*GOOD_SFT), "model.safetensors": "weights"}, raw=True),
+    Case("unknown_option", "options: {trust_remote_cod: true}\n" + SFT,
+         ("options: unknown option 'trust_remote_cod'", "known options: trust_remote_code"),
+         files={"data.jsonl": jsonl(*GOOD_SFT)}, subprocess=True),
+    Case("option_wrong_type", "options: {trust_remote_code: 'yes'}\n" + SFT,
+         ("options: 'trust_remote_code' must be true or false, got str 'yes'",), files={"data.jsonl": jsonl(*GOOD_SFT)}),
+    Case("seed_yes", "seed: yes\n" + SFT, ("`seed:` must be an integer, got bool True", "reads yes/no"),
+         files={"data.jsonl": jsonl(*GOOD_SFT)}, subprocess=True),
+    Case("run_dir_is_a_file", SFT, ("`run_dir:`", "case/run' is a file, not a folder"),
+         files={"data.jsonl": jsonl(*GOOD_SFT), "run": "not a folder\n"}, subprocess=True),
     # SFT data
     Case("data_file_missing", SFT, ("data.jsonl", "no such file"), subprocess=True),
     Case("data_malformed_json", SFT, ("data.jsonl", "row 1", "invalid JSON"),
@@ -279,6 +303,12 @@ CASES = [
     Case("data_no_assistant_turn", SFT, ("row 0", "field 'messages'", "no assistant turn"),
          files={"data.jsonl": jsonl({"messages": [{"role": "user", "content": "Hi"}]})},
          cause=data_error("sft", "data.jsonl", 0, "messages")),
+    Case("data_not_utf8", SFT, ("data.jsonl", "row 1", "not UTF-8 text: byte 0xff at line 2", "Save the file as UTF-8"),
+         files={"data.jsonl": jsonl(GOOD_SFT[0]).encode() + b"\xff\xfe\x00\x01binary\n"}, subprocess=True,
+         cause=data_error("sft", "data.jsonl", 1, None)),
+    Case("data_path_is_a_folder", SFT.replace("data.jsonl", "data"),
+         ("case/data: is a folder, not a dataset file", "give a .json/.jsonl/.parquet/.csv file inside it"),
+         files={"data/part-0.jsonl": jsonl(*GOOD_SFT)}, subprocess=True, cause=data_error("sft", "data", None, None)),
     Case("data_unsupported_file_type", SFT.replace("data.jsonl", "data.txt"), ("data.txt", "unsupported file type"),
          files={"data.txt": "hello\n"}, subprocess=True, cause=data_error("sft", "data.txt", None, None)),
     Case("data_duplicate_rows_warn", SFT, ("data.jsonl", "2 exact duplicate rows", "row 2 = row 0", "row 3 = row 0"),
@@ -342,8 +372,12 @@ def write_case(case: Case, root: Path, tiny_model: Path) -> tuple[Path, Path]:
     """The case's files under ``root``; returns ``(recipe path, run dir)``."""
     run_dir = root / "run"
     recipe = root / "recipe.yaml"
-    for name, text in case.files.items():
-        (root / name).write_text(text)
+    for name, content in case.files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            (root / name).write_bytes(content)
+        else:
+            (root / name).write_text(content)
     if case.recipe is not None:
         text = case.recipe if case.raw else HEADER + case.recipe
         model = tiny_model if case.local_model else HUB_MODEL
@@ -364,7 +398,7 @@ def assert_nothing_published(case: Case, root: Path, run_dir: Path) -> None:
     assert not list(root.rglob("COMPLETE")), "something looks finished"
     assert not any((up / "escape").exists() for up in root.parents[:3])  # nothing escaped the case's folder
     if case.command == "validate":
-        assert not run_dir.exists(), "validate wrote a run directory"
+        assert not run_dir.is_dir(), "validate wrote a run directory"
 
 
 def assert_cli_output(case: Case, code: int, err: str) -> None:

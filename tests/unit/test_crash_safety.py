@@ -1,14 +1,25 @@
 """Fast checks of the crash-safety pieces the slow crash test exercises end to end
-(tests/integration/test_crash.py): leftovers of an interrupted replacement, and the trainer-log
-journal that keeps a crashed or failed stage's log."""
+(tests/integration/test_crash.py): leftovers of an interrupted replacement, the trainer-log
+journal that keeps a crashed or failed stage's log, and the pipeline's bookkeeping around a
+stage that fails, is interrupted or finds its run directory in use (with a stage that trains
+nothing)."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import attrs
+import pytest
+
 from ladder.atomic import atomic_dir, clean_leftovers, is_complete
+from ladder.checkpoint import Checkpoint
+from ladder.errors import RunInUseError, StageError
 from ladder.journal import TrainerJournal
+from ladder.pipeline import Pipeline
+from ladder.runlock import Interrupted, RunLock
+from ladder.stage import StageResult
 
 
 def test_interrupted_replacement_puts_the_published_dir_back(tmp_path: Path) -> None:
@@ -97,3 +108,95 @@ def test_model_card_leaves_credentials_out(tmp_path: Path) -> None:
     card = (tmp_path / "README.md").read_text()
     assert "s3cret-value" not in card and secret not in card
     assert '"learning_rate": 0.0001' in card and '"hub_token": "***"' in card
+
+
+# ------------------------------------------------------------------------------------------------
+# the pipeline's bookkeeping around a stage, with a stage that trains nothing
+
+
+@attrs.frozen(kw_only=True)
+class WriteConfig:
+    fail: str = ""  # "": publish; "error": raise an error; "sigterm": stopped by SIGTERM
+
+
+class WriteFiles:
+    """A stage that writes a model folder and a trainer checkpoint, then publishes or fails."""
+
+    kind = "write-files"
+    Config = WriteConfig
+    input = None
+
+    def __init__(self, name: str = "write", **settings: str) -> None:
+        self.name = name
+        self.config = WriteConfig(**settings)
+
+    def validate(self, ctx: object) -> list[str]:
+        return []
+
+    def fingerprint_data(self) -> str:
+        return "no data"
+
+    def run(self, checkpoint: Checkpoint, ctx: object) -> StageResult:
+        (ctx.trainer_dir / "checkpoint-1").mkdir(parents=True)
+        (ctx.trainer_dir / "checkpoint-1" / "trainer_state.json").write_text("{}")
+        (ctx.work_dir / "model").mkdir()
+        (ctx.work_dir / "model" / "model.safetensors").write_bytes(b"w" * 1024)
+        if self.config.fail == "error":
+            raise RuntimeError("the stage's own error")
+        if self.config.fail == "sigterm":
+            raise Interrupted(15)
+        model = Checkpoint(path=str(ctx.work_dir / "model"), stage=self.name, parent=checkpoint,
+                           fingerprint=ctx.fingerprint)
+        return StageResult(model, {"train": {"steps": 1}})
+
+
+class BrokenDisplay:
+    def stage_started(self, *args: object) -> None:
+        pass
+
+    def log(self, record: object) -> None:
+        pass
+
+    def stage_finished(self, *args: object) -> None:
+        raise OSError("the terminal went away")
+
+
+def _pipeline(run_dir: Path, **settings: str) -> Pipeline:
+    return Pipeline([WriteFiles(**settings)], model="org/base", run_dir=run_dir, probes=False)
+
+
+def test_the_stage_error_is_raised_even_when_recording_it_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    import ladder.report
+
+    def no_report(run_dir: object) -> None:
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(ladder.report, "write_report", no_report)
+    with pytest.raises(StageError, match="the stage's own error"):
+        _pipeline(tmp_path / "run", fail="error").run(progress=BrokenDisplay())
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "the stage's own error" in manifest["stages"][0]["error"]
+    assert "recording the display failed too" in caplog.text
+
+
+def test_an_interrupted_stage_is_recorded_and_left_resumable(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        _pipeline(run_dir, fail="sigterm").run()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    assert manifest["stages"][0]["status"] == "interrupted"
+    assert manifest["stages"][0]["error"] == "interrupted by SIGTERM"
+    assert list((run_dir / ".trainer").glob("write-*/checkpoint-1")), "the trainer checkpoint was removed"
+    assert not [p for p in run_dir.iterdir() if ".tmp-" in p.name]
+
+
+def test_a_run_is_refused_while_another_holds_the_directory(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    with RunLock(run_dir), pytest.raises(RunInUseError, match=f"pid {os.getpid()}"):
+        _pipeline(run_dir).run()
+    assert not (run_dir / "manifest.json").exists()  # the holder's manifest is not touched
+    done = _pipeline(run_dir).run()
+    assert done.trained == ("write",) and is_complete(run_dir / "01-write")
+    assert (run_dir / ".lock").read_text() == ""

@@ -163,12 +163,32 @@ def as_spec(value: Any) -> DatasetSpec:
     return DatasetSpec(source=value)
 
 
+def _not_utf8(path: Path, exc: UnicodeDecodeError, row: int | None = None, line: int | None = None) -> DataError:
+    at = f"line {line}, " if line is not None else ""
+    return DataError(
+        f"not UTF-8 text: byte {exc.object[exc.start]:#04x} at {at}offset {exc.start}; a binary file or another "
+        "encoding? Save the file as UTF-8",
+        source=str(path),
+        row=row,
+    )
+
+
 def _read_file(path: Path) -> list[dict[str, Any]]:
+    if path.is_dir():
+        raise DataError(
+            "is a folder, not a dataset file, and holds no dataset saved with Dataset.save_to_disk (no "
+            "dataset_info.json); give a .json/.jsonl/.parquet/.csv file inside it, or such a saved dataset",
+            source=str(path),
+        )
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         rows = []
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f):
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise _not_utf8(path, exc, row=len(rows), line=lineno) from None
                 if not line.strip():
                     continue
                 try:
@@ -183,6 +203,8 @@ def _read_file(path: Path) -> list[dict[str, Any]]:
     if suffix == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(path, exc) from None
         except json.JSONDecodeError as exc:
             raise DataError(f"invalid JSON at line {exc.lineno}: {exc.msg}", source=str(path)) from exc
         if isinstance(data, Mapping):
@@ -274,9 +296,9 @@ def _read_source(spec: DatasetSpec) -> list[Any]:
             return src.to_list()
         raise DataError(f"cannot load rows from a {type(src).__name__}", source=spec.label)
     path = Path(src).expanduser()
-    if path.is_file():
+    if path.is_file() or (path.is_dir() and not (path / "dataset_info.json").exists()):
         _no_hub_settings(spec, "a local file")
-        return _read_file(path)
+        return _read_file(path)  # a plain folder is refused there, by name
     if path.is_dir() and (path / "dataset_info.json").exists():
         import datasets
 

@@ -234,11 +234,13 @@ class ModalExecutor:
         self, stage: Stage, checkpoint: Checkpoint, ctx: StageContext, volume: Any
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """The spec and settings the stage function is called with; uploads what the volume lacks."""
-        from ladder.executors.worker import stage_spec
+        from ladder.executors.worker import seal_spec, stage_spec
 
         _type, gpu_count = parse_gpu(str((getattr(stage, "placement", None) or {}).get("gpu") or self.settings.gpu))
-        spec = self._remote_spec(stage_spec(stage, checkpoint, ctx), ctx, volume)
+        # The spec is written to the volume; its secrets go in the call instead, to the worker's environment.
+        spec, secrets = seal_spec(self._remote_spec(stage_spec(stage, checkpoint, ctx), ctx, volume))
         settings = {
+            "env": secrets,
             "volume": self.settings.volume,
             "gpu_count": gpu_count,
             "accelerate_config": self.settings.accelerate_config,

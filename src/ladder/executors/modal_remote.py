@@ -82,7 +82,7 @@ def run_stage_remote(spec: dict[str, Any], settings: dict[str, Any], volume: Any
     committer = threading.Thread(target=commit_periodically, daemon=True)
     committer.start()
     try:
-        returncode = subprocess.call(cmd)
+        returncode = subprocess.call(cmd, env={**os.environ, **(settings.get("env") or {})})  # the spec's secrets
     finally:
         stop.set()
         committer.join(timeout=5)

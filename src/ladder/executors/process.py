@@ -6,6 +6,12 @@ its output to this process's log, forwards the training log records the worker a
 ``work_dir/trainer_log.jsonl`` to ``ctx.on_log`` (the progress display), and reads back
 ``RESULT.json`` — or ``ERROR.json``, re-raised here with the worker's message. The scratch
 directory is removed on success and kept on failure (it holds the spec and the error).
+
+The spec on disk holds no credential: they reach the worker in its environment
+(:func:`~ladder.executors.spec.seal_spec`). The worker runs in a process group of its own (it
+may be ``accelerate launch`` with its processes); when this process is interrupted (SIGTERM,
+Ctrl-C) or fails while waiting, the whole group is sent SIGTERM, given a grace period, then
+SIGKILL, so no worker is left training alone.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -28,18 +35,30 @@ from ladder import errors
 from ladder.atomic import atomic_write_json
 from ladder.errors import LadderError, StageError
 from ladder.layout import TRAINER_LOG
-from ladder.executors.worker import ERROR_NAME, RESULT_NAME, read_result, stage_spec, worker_spec_paths
+from ladder.executors.worker import (
+    ERROR_NAME,
+    PARENT_PID_ENV,
+    RESULT_NAME,
+    read_result,
+    seal_spec,
+    stage_spec,
+    worker_spec_paths,
+)
+from ladder.redaction import redact_text
 
 if TYPE_CHECKING:
     from ladder.checkpoint import Checkpoint
     from ladder.stage import Stage, StageContext, StageResult
 
-__all__ = ["SubprocessExecutor", "run_worker", "worker_command", "spec_dir_for", "reraise_worker_error"]
+__all__ = ["SubprocessExecutor", "run_worker", "stop_process_group", "worker_command", "spec_dir_for",
+           "reraise_worker_error"]
 
 logger = logging.getLogger(__name__)
 
 WORKER_MODULE = "ladder.executors.worker"
 _TAIL_LINES = 40
+#: Seconds a worker's process group has between SIGTERM and SIGKILL.
+STOP_GRACE_S = 10.0
 # Errors whose constructor takes just the message: re-raised as the same class in the parent,
 # so the CLI reports a data error as a data error (exit status 2), not as a crash.
 _RERAISABLE = (
@@ -94,11 +113,30 @@ class _LogForwarder:
 
 def _relay(stream: Any, tail: collections.deque[str], prefix: str) -> None:
     for raw in iter(stream.readline, b""):
-        line = raw.decode("utf-8", errors="replace").rstrip()
+        line = redact_text(raw.decode("utf-8", errors="replace").rstrip())
         if line:
             tail.append(line)
             logger.info("%s%s", prefix, line)
     stream.close()
+
+
+def stop_process_group(proc: subprocess.Popen[Any], grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM ``proc``'s process group (it was started with ``start_new_session``), wait up to
+    ``grace_s`` for ``proc``, then SIGKILL whatever of the group is left."""
+    def signal_group(sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+
+    if proc.poll() is None:
+        logger.warning("stopping the stage worker (pid %d) and its processes", proc.pid)
+        signal_group(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            logger.warning("the stage worker (pid %d) did not stop within %.0f s; killing it", proc.pid, grace_s)
+    signal_group(signal.SIGKILL)  # the launcher may be gone and its processes not
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace_s)
 
 
 def reraise_worker_error(info: Mapping[str, Any], stage_name: str, where: str, details: str) -> None:
@@ -170,30 +208,29 @@ def run_worker(
     shutil.rmtree(spec_dir, ignore_errors=True)  # a previous attempt's leftovers
     spec_dir.mkdir(parents=True)
     spec_path = spec_dir / "SPEC.json"
-    atomic_write_json(spec_path, stage_spec(stage, checkpoint, ctx))
+    spec, secrets = seal_spec(stage_spec(stage, checkpoint, ctx))
+    atomic_write_json(spec_path, spec)
     cmd = command(spec_path)
-    child_env = {**os.environ, **dict(env or {})}
+    child_env = {**os.environ, **dict(env or {}), **secrets, PARENT_PID_ENV: str(os.getpid())}
     logger.info("%s: running the stage worker in %s: %s", stage.name, where, " ".join(cmd))
 
     forwarder = _LogForwarder(Path(ctx.work_dir) / TRAINER_LOG, ctx.on_log)
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env,
+                            start_new_session=True)
     relay = threading.Thread(target=_relay, args=(proc.stdout, tail, f"[{stage.name}] "), daemon=True)
     relay.start()
     try:
         while proc.poll() is None:
             forwarder.poll()
             time.sleep(0.5)
-    except BaseException:  # Ctrl-C or any error here: do not leave the worker training alone
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    except BaseException:  # SIGTERM, Ctrl-C or any error here: do not leave the worker training alone
+        stop_process_group(proc)
         raise
     finally:
         relay.join(timeout=10)
-        forwarder.poll()
+        with contextlib.suppress(Exception):  # a last progress record must not replace the outcome
+            forwarder.poll()
     result = spec_dir / RESULT_NAME
     if proc.returncode != 0 or not result.is_file():
         _raise_worker_error(spec_dir, stage.name, where, proc.returncode, tail)

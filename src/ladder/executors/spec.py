@@ -5,6 +5,12 @@ The spec holds the stage as its registry kind, name, input and config dict, the 
 from the ``ladder.stages`` registry and calls ``Class(name=..., input=..., **config)``, exactly as
 a recipe does, so a worker only needs the same packages installed (ladder and any stage/reward
 plugins), not the caller's objects.
+
+No credential is written into a spec: :func:`seal_spec` replaces each one (a setting named like
+one, ``options.hf_token``, a token-shaped string, the password in a URL: whatever
+:func:`ladder.redaction.redact` hides) by a placeholder and returns the values as environment
+variables for the worker, whose :func:`unseal_spec` puts them back. ``options.hf_token`` is
+also given to the worker as ``HF_TOKEN``, which the Hugging Face libraries read themselves.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +40,8 @@ __all__ = [
     "checkpoint_chain",
     "checkpoint_from_chain",
     "context_from_spec",
+    "seal_spec",
+    "unseal_spec",
     "stage_from_spec",
     "stage_spec",
     "worker_spec_paths",
@@ -44,6 +53,9 @@ SPEC_VERSION = 1
 INLINE_ROWS_LIMIT = 50
 RESULT_NAME = "RESULT.json"
 ERROR_NAME = "ERROR.json"
+#: Environment variables carrying a spec's secrets to its worker: LADDER_SECRET_0, ...
+SECRET_ENV_PREFIX = "LADDER_SECRET_"
+_PLACEHOLDER = re.compile(r"@@(LADDER_SECRET_\d+)@@")
 
 
 def worker_spec_paths(run_dir: str | os.PathLike[str], stage_name: str, fingerprint: str) -> tuple[Path, Path]:
@@ -259,6 +271,60 @@ def _plain(value: Any, where: str) -> Any:
         return json.loads(json.dumps(value))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"run {where} must be plain JSON values to be sent to a worker: {exc}") from exc
+
+
+def seal_spec(spec: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """``(spec with every secret replaced by a placeholder, the environment that carries them)``.
+
+    Write the first to disk and give the second to the worker's process (see the module docs).
+
+    Example:
+        >>> sealed, env = seal_spec({"context": {"options": {"hf_token": "hf_" + "x" * 30}}})
+        >>> sealed["context"]["options"]["hf_token"], sorted(env)
+        ('@@LADDER_SECRET_0@@', ['HF_TOKEN', 'LADDER_SECRET_0'])
+    """
+    from ladder.redaction import redact
+
+    env: dict[str, str] = {}
+    names: dict[str, str] = {}
+
+    def placeholder(secret: str) -> str:
+        if secret not in names:
+            names[secret] = f"{SECRET_ENV_PREFIX}{len(names)}"
+            env[names[secret]] = secret
+        return f"@@{names[secret]}@@"
+
+    sealed = redact(dict(spec), mask=placeholder)
+    token = ((spec.get("context") or {}).get("options") or {}).get("hf_token")
+    if isinstance(token, str) and token:
+        env["HF_TOKEN"] = token
+    return sealed, env
+
+
+def unseal_spec(spec: Any, environ: Mapping[str, str] | None = None) -> Any:
+    """The spec :func:`seal_spec` sealed, its secrets read back from ``environ`` (default: this process's).
+
+    Raises:
+        ConfigError: a placeholder whose variable the environment lacks.
+    """
+    environ = os.environ if environ is None else environ
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in environ:
+            raise ConfigError(
+                f"the stage spec refers to the secret {name}, which this worker's environment lacks; the "
+                f"process that starts the worker must pass the environment seal_spec() returned"
+            )
+        return environ[name]
+
+    if isinstance(spec, Mapping):
+        return {k: unseal_spec(v, environ) for k, v in spec.items()}
+    if isinstance(spec, list):
+        return [unseal_spec(v, environ) for v in spec]
+    if isinstance(spec, str) and "@@" in spec:
+        return _PLACEHOLDER.sub(value, spec)
+    return spec
 
 
 # ------------------------------------------------------------------------------------------------

@@ -22,7 +22,10 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -39,10 +42,14 @@ from ladder.executors.spec import (
     checkpoint_chain,
     checkpoint_from_chain,
     context_from_spec,
+    seal_spec,
     stage_from_spec,
     stage_spec,
+    unseal_spec,
     worker_spec_paths,
 )
+from ladder.redaction import RedactingFilter, redact, redact_text
+from ladder.runlock import stop_on_signals
 
 if TYPE_CHECKING:
     from ladder.checkpoint import Checkpoint
@@ -57,6 +64,8 @@ __all__ = [
     "checkpoint_from_chain",
     "run_spec",
     "read_result",
+    "seal_spec",
+    "unseal_spec",
     "worker_spec_paths",
     "main",
 ]
@@ -77,10 +86,11 @@ def run_spec(spec: Mapping[str, Any], result_path: str | os.PathLike[str] | None
     On the main process (``RANK`` 0, or a single process) the produced checkpoint and the
     stage's metrics are written to ``result_path`` atomically. Other processes of a
     multi-process launch run with a private scratch ``work_dir`` beside ``result_path`` and
-    write no result.
+    write no result. The spec's secrets (:func:`seal_spec`) are read from the environment.
     """
     from ladder.stage import as_result
 
+    spec = unseal_spec(spec)
     stage = stage_from_spec(spec)
     ctx = context_from_spec(spec)
     checkpoint = checkpoint_from_chain(spec["checkpoint"])
@@ -92,7 +102,7 @@ def run_spec(spec: Mapping[str, Any], result_path: str | os.PathLike[str] | None
     produced = as_result(stage.run(checkpoint, ctx))
     if rank == 0 and result_path is not None:
         atomic_write_json(result_path, {"checkpoint": checkpoint_chain(produced.checkpoint),
-                                        "metrics": produced.metrics})
+                                        "metrics": redact(produced.metrics)})
     return produced
 
 
@@ -126,9 +136,9 @@ def write_error(path: str | os.PathLike[str], exc: BaseException) -> None:
         {
             "type": type(exc).__name__,
             "module": type(exc).__module__,
-            "message": str(exc),
+            "message": redact_text(str(exc)),
             "ladder_error": isinstance(exc, LadderError),
-            "traceback": "".join(traceback.format_exception(exc)),
+            "traceback": redact_text("".join(traceback.format_exception(exc))),
             "rank": _rank(),
         },
     )
@@ -150,6 +160,7 @@ def _setup_logging() -> None:
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        handler.addFilter(RedactingFilter())
         root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("ladder").setLevel(logging.INFO)
@@ -157,6 +168,35 @@ def _setup_logging() -> None:
     logger.info("stage worker: process %d of %d (pid %d)", _rank(), _world_size(), os.getpid())
     if _rank() != 0:  # the other processes repeat the main one's messages; keep their warnings
         logging.getLogger("ladder").setLevel(logging.WARNING)
+
+
+#: The pid of the process that started the worker (set by ``run_worker``): when it dies, so does
+#: the worker, rather than train on alone into a run directory the next run may be using.
+PARENT_PID_ENV = "LADDER_PARENT_PID"
+
+
+def _watch_parent(interval_s: float = 2.0) -> None:
+    try:
+        parent = int(os.environ.get(PARENT_PID_ENV, "0"))
+    except ValueError:
+        return
+    if parent <= 1:
+        return
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                logger.error("the process that started this worker (pid %d) is gone; stopping", parent)
+                os.kill(os.getpid(), signal.SIGTERM)  # raises Interrupted in the main thread
+                return
+            except PermissionError:  # the pid now belongs to another user's process
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    threading.Thread(target=watch, name="ladder-parent-watch", daemon=True).start()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -170,9 +210,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = Path(args.result) if args.result else spec_path.with_name(RESULT_NAME)
     rank = _rank()
     error_path = result.with_name(ERROR_NAME if rank == 0 else f"ERROR-rank-{rank}.json")
+    _watch_parent()
     try:
-        spec = json.loads(spec_path.read_text(encoding="utf-8"))
-        run_spec(spec, result)
+        with stop_on_signals():  # SIGTERM from the parent: report it in ERROR.json, then exit
+            spec = json.loads(spec_path.read_text(encoding="utf-8"))
+            run_spec(spec, result)
     except BaseException as exc:  # the caller reads ERROR.json; re-raise nothing
         logger.error("stage worker failed: %s: %s", type(exc).__name__, exc, exc_info=not isinstance(exc, LadderError))
         try:
