@@ -221,6 +221,11 @@ class Pipeline:
 
         out: dict[str, list[dict[str, Any]]] = {}
         for key, spec in self.evals.items():
+            if key == "behaviour":  # the behaviour suites' settings, not a dataset (ladder.evals)
+                from ladder.evals import resolve_behaviour
+
+                out[key] = resolve_behaviour(spec)  # type: ignore[assignment]
+                continue
             rows, label = load_rows(spec)
             if key == "preference":
                 from ladder.data.preference import normalize_preference_rows
@@ -231,7 +236,7 @@ class Pipeline:
 
                 out[key], problems = normalize_verifiable_rows(rows, label)
             else:
-                raise ConfigError(f"unknown evaluation {key!r}; use 'preference' or 'verifiable'")
+                raise ConfigError(f"unknown evaluation {key!r}; use 'preference', 'verifiable' or 'behaviour'")
             if problems:
                 raise problems[0]
         return out

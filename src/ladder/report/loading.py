@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ladder.errors import ConfigError
+from ladder.evals.runner import BEHAVIOUR_FILE
 from ladder.report.run import BASE_DIR, BASE_NAME, ProbeAnswer, RunView, StageView
 
 __all__ = ["load_run"]
@@ -121,6 +122,7 @@ def _load_base(root: Path, manifest: Mapping[str, Any] | None) -> StageView:
     problems: list[str] = []
     metrics = _read_json_object(directory / "metrics.json", problems)
     probes = _read_probes(directory / "probes.jsonl", problems)
+    behaviour = _read_behaviour(directory / BEHAVIOUR_FILE, problems)
     exists = directory.is_dir()
     if not exists:
         # Not an error: a run with probes and evaluations turned off never writes it.
@@ -136,6 +138,7 @@ def _load_base(root: Path, manifest: Mapping[str, Any] | None) -> StageView:
         checkpoint={"path": base["path"]} if base.get("path") else None,
         metrics=metrics,
         probes=probes,
+        behaviour=behaviour,
         problems=tuple(problems),
     )
 
@@ -162,6 +165,7 @@ def _load_stage(root: Path, entry: Mapping[str, Any], position: int) -> StageVie
 
     metrics: Mapping[str, Any] = {}
     probes: tuple[ProbeAnswer, ...] = ()
+    behaviour: tuple[Mapping[str, Any], ...] = ()
     log: tuple[Mapping[str, Any], ...] = ()
     log_source: Path | None = None
     # What a stage should have left depends on how far it got: only a finished stage
@@ -171,6 +175,7 @@ def _load_stage(root: Path, entry: Mapping[str, Any], position: int) -> StageVie
         sink = problems if finished else []
         metrics = _read_json_object(path / "metrics.json", sink)
         probes = _read_probes(path / "probes.jsonl", sink)
+        behaviour = _read_behaviour(path / BEHAVIOUR_FILE, problems)
         log_source = _find_log(path)
         log = _read_log(log_source, problems, required=finished)
     elif finished:
@@ -210,6 +215,7 @@ def _load_stage(root: Path, entry: Mapping[str, Any], position: int) -> StageVie
         checkpoint=checkpoint if isinstance(checkpoint, dict) else None,
         metrics=metrics,
         probes=probes,
+        behaviour=behaviour,
         log=log,
         log_source=log_source if log else None,
         partial_log=partial and bool(log),
@@ -313,9 +319,18 @@ def _read_probes(path: Path, problems: list[str]) -> tuple[ProbeAnswer, ...]:
                 num_tokens=_opt_int(row.get("num_tokens")),
                 stopped=row.get("stopped") if isinstance(row.get("stopped"), bool) else None,
                 finish_reason=_opt_str(row.get("finish_reason")),
+                expect=_opt_str(row.get("expect")),
+                passed=row.get("passed") if isinstance(row.get("passed"), bool) else None,
             )
         )
     return tuple(answers)
+
+
+def _read_behaviour(path: Path, problems: list[str]) -> tuple[Mapping[str, Any], ...]:
+    # Optional: a run with the behaviour suites off (or from before they existed) has none.
+    if not path.is_file():
+        return ()
+    return tuple(r for r in _read_jsonl(path, problems) if isinstance(r.get("metric"), str) and "id" in r)
 
 
 def _read_log(

@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ladder.report.charts import INK, PALETTE, Plot, figure, png, style
 from ladder.report.curves import stage_plots
-from ladder.report.metrics import METRICS, spec_for
+from ladder.report.metrics import METRICS, is_rate_record, spec_for
 from ladder.report.run import RunView
 
 __all__ = ["Plot", "stage_plots", "metrics_plot", "render_plots", "write_plots"]
@@ -26,9 +27,14 @@ __all__ = ["Plot", "stage_plots", "metrics_plot", "render_plots", "write_plots"]
 
 # The run-wide chart's rates, in order; each may sit at a flat or a nested path.
 _ACROSS_RATES: tuple[tuple[str, ...], ...] = (
+    ("behaviour.knowledge",),
+    ("behaviour.instructions",),
+    ("behaviour.refusal",),
+    ("behaviour.over_refusal",),
+    ("behaviour.arithmetic",),
     ("eval.exact_match", "eval.verifiable.exact_match"),
     ("eval.format_rate", "eval.verifiable.format_rate"),
-    ("eval.preference_accuracy", "eval.preference.accuracy"),
+    ("eval.preference.accuracy_per_token",),
     ("behaviour.stop_rate",),
 )
 
@@ -70,8 +76,9 @@ def metrics_plot(run: RunView) -> Plot | None:
             bars = ax_rates.bar(xs, hs, width=width * 0.92, color=PALETTE[j % len(PALETTE)],
                                 label=stage.label)
             ax_rates.bar_label(bars, fmt="%.0f", fontsize=6, padding=1, color=INK)
+        # Wrapped: nine labels such as "over-refusal of benign requests" share one axis.
         ax_rates.set_xticks(range(len(rates)),
-                            [spec_for(p[0]).label for p in rates], fontsize=8)
+                            ["\n".join(textwrap.wrap(spec_for(p[0]).label, 14)) for p in rates], fontsize=7)
         ax_rates.set_ylim(0, 122)  # headroom for the legend above 100%
         ax_rates.set_yticks(range(0, 101, 20))
         style(ax_rates, title="Rates across stages", ylabel="%", xlabel="")
@@ -112,6 +119,8 @@ def _get(metrics: Mapping[str, Any], path: str) -> float | None:
         if not isinstance(node, Mapping):
             return None
         node = node.get(part)
+    if is_rate_record(node):  # a behaviour suite's {"rate", "n", ...}
+        node = node["rate"]
     if isinstance(node, bool) or not isinstance(node, (int, float)):
         return None
     return float(node)

@@ -29,6 +29,8 @@ class ProbeAnswer:
         num_tokens: generated tokens, when recorded.
         stopped: whether generation ended on an end-of-turn token.
         finish_reason: ``"stop"`` or ``"length"`` (hit the token limit), when recorded.
+        expect: what the probe expected (``"answer: 42"``, ``"refuses"``), when it has an
+            expectation; ``passed``: whether this answer met it.
     """
 
     id: str
@@ -37,6 +39,8 @@ class ProbeAnswer:
     num_tokens: int | None = None
     stopped: bool | None = None
     finish_reason: str | None = None
+    expect: str | None = None
+    passed: bool | None = None
 
     @property
     def hit_limit(self) -> bool:
@@ -64,6 +68,8 @@ class StageView:
         error: the error a failed stage recorded.
         metrics: the stage's ``metrics.json`` (or the manifest's copy of it).
         probes: the probe answers, in file order.
+        behaviour: the behaviour suites' per-item rows (``behaviour.jsonl``: ``suite``,
+            ``metric``, ``id``, ``prompt``, ``answer``, ``good``, ...), in file order.
         log: the trainer log records (``trainer_log.jsonl``), in file order.
         log_source: the file ``log`` was read from.
         partial_log: whether ``log`` is what an unfinished stage left behind: the trainer log
@@ -89,6 +95,7 @@ class StageView:
     checkpoint: Mapping[str, Any] | None = None
     metrics: Mapping[str, Any] = attrs.field(factory=dict)
     probes: tuple[ProbeAnswer, ...] = ()
+    behaviour: tuple[Mapping[str, Any], ...] = ()
     log: tuple[Mapping[str, Any], ...] = ()
     log_source: Path | None = None
     partial_log: bool = False
@@ -107,6 +114,13 @@ class StageView:
     @property
     def failed(self) -> bool:
         return self.status == "failed"
+
+    def behaviour_item(self, metric: str, item_id: str) -> Mapping[str, Any] | None:
+        """This stage's answer to one behaviour item (``metric`` without ``behaviour.``), or ``None``."""
+        for row in self.behaviour:
+            if row.get("metric") == metric and row.get("id") == item_id:
+                return row
+        return None
 
     def probe(self, probe_id: str) -> ProbeAnswer | None:
         """This stage's answer to ``probe_id``, or ``None``."""
