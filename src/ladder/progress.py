@@ -200,7 +200,9 @@ class ProgressDisplay:
                 value = row.get(col)
                 if col == "regressions" and isinstance(value, list):
                     found.extend((row.get("stage"), r) for r in value)
-                    names = ", ".join(escape(str(r.get("label") or r.get("metric"))) for r in value)
+                    # Short names in the table (the lines under it spell each one out).
+                    names = ", ".join(escape(str(r.get("metric", "?")).rsplit(".", 1)[-1].replace("_", "-"))
+                                      for r in value)
                     cells.append(f"[bold red]▼ {names}[/]" if value else "none")
                 elif value is None:
                     cells.append("")

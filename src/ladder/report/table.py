@@ -125,7 +125,8 @@ def _row(run: RunView, section: str, path: str) -> MetricRow:
                 p_present, p_raw = _lookup(parent.metrics, path)
                 if p_present:
                     delta = format_delta(value, _number(p_raw), spec.unit)
-                    tone = delta_tone(value, _number(p_raw), spec.direction)
+                    # A change too small to show ("±0") is not coloured either.
+                    tone = "neutral" if delta == "±0" else delta_tone(value, _number(p_raw), spec.direction)
                     compared = parent.name
         record = raw if is_rate_record(raw) else None
         regression = next((r for r in regressions_of(stage) if r["metric"] == path), None)
