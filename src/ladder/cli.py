@@ -147,6 +147,7 @@ _SUMMARY_COLUMNS = (
     ("eval.preference.accuracy_per_token", "pref. acc./token"),
     ("eval.verifiable.exact_match", "exact match"),
     ("behaviour.stop_rate", "stop rate"),
+    ("eval.rm_accuracy", "rm accuracy"),  # reward-model stages only
 )
 
 

@@ -302,3 +302,42 @@ def test_preference_accuracy_is_the_models_own_summed_and_per_token(tiny_model: 
     for key in ("accuracy", "accuracy_per_token"):
         assert swapped[key] == pytest.approx(1.0 - result[key])
     assert result["margin"] == pytest.approx(-swapped["margin"], abs=1e-4)
+
+
+def test_a_stage_is_compared_with_its_input_cached_or_loaded(tiny_model: Path, tmp_path: Path) -> None:
+    """observe() compares a checkpoint's suite answers with its parent's: from this process's
+    cache when the parent was observed, else by loading the parent once; both give the same."""
+    from ladder import insight
+
+    changed = load_model(tiny_model, device="cpu")
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(1)
+        for p in changed.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.5)
+    changed.save_pretrained(tmp_path / "changed")
+    load_tokenizer(tiny_model).save_pretrained(tmp_path / "changed")
+    base = Checkpoint(path=str(tiny_model), stage="base", fingerprint="base-fp-2")
+    stage = Checkpoint(path=str(tmp_path / "changed"), stage="sft", fingerprint="sft-fp-2", parent=base)
+    evals = {"behaviour": {"suites": ["instructions", "safety"], "limit": 6}}
+
+    insight._RUNS.clear()
+    first = observe(base, tmp_path / "b", probes=[], evals=evals, settings=SETTINGS)
+    assert "regressions" not in first and len(insight._RUNS) == 1
+    cached = observe(stage, tmp_path / "s1", probes=[], evals=evals, settings=SETTINGS)
+    insight._RUNS.clear()
+    loaded = observe(stage, tmp_path / "s2", probes=[], evals=evals, settings=SETTINGS)
+    assert len(insight._RUNS) == 2  # the parent was loaded and answered, then kept
+    assert isinstance(cached["regressions"], list) and cached["regressions"] == loaded["regressions"]
+    assert cached["behaviour"] == loaded["behaviour"]
+    # The verdict is the paired test on the two files' items.
+    from ladder.evals import find_regressions
+
+    def outcomes(path: Path) -> dict[str, dict[str, bool]]:
+        out: dict[str, dict[str, bool]] = {}
+        for line in (path / "behaviour.jsonl").read_text("utf-8").splitlines():
+            row = json.loads(line)
+            out.setdefault(row["metric"], {})[row["id"]] = row["good"]
+        return out
+
+    assert cached["regressions"] == find_regressions(outcomes(tmp_path / "b"), outcomes(tmp_path / "s1"),
+                                                     compared_to="base")

@@ -3,7 +3,7 @@
 In a recipe (or ``Pipeline(evals=...)``)::
 
     evals:
-      behaviour:                     # omitted: every suite, DEFAULT_LIMIT items each
+      behaviour:                     # omitted: every suite, DEFAULT_LIMIT (32) items each
         suites: [knowledge, safety]  # a subset, in this order
         limit: 60                    # items per suite (null: all), or {knowledge: 74, safety: 20}
         max_new_tokens: 96           # every suite's answer budget (default: the suite's own)
@@ -27,10 +27,12 @@ from ladder.evals.suites import SUITES
 __all__ = ["DEFAULT_LIMIT", "DEFAULT_SUITES", "BehaviourConfig", "resolve_behaviour"]
 
 DEFAULT_SUITES: tuple[str, ...] = ("knowledge", "instructions", "safety", "arithmetic")
-#: Items per suite by default: 40 answers per suite keeps an observation of SmolLM2-135M on two
-#: CPU cores near 10 s (docs/reading-the-report.md has the measurements) while a drop from 65%
-#: to 45% is still told from noise by the paired test.
-DEFAULT_LIMIT = 40
+#: Items per suite by default. 32 is one batch per suite at the demo's ``batch_size: 32``: on a
+#: 2-core CPU a decoding step of SmolLM2-135M takes about 0.12 s for 8 rows and 0.24 s for 32,
+#: so 40 items (a batch and a remainder) would cost half again as much time for a quarter more
+#: items (docs/reading-the-report.md has the measurements). With 32 paired items, 5 lost and
+#: none gained is already a regression.
+DEFAULT_LIMIT = 32
 _KEYS = ("suites", "limit", "max_new_tokens")
 
 

@@ -55,10 +55,12 @@ class MetricInfo:
 
 
 SUITES: dict[str, Suite] = {
-    "knowledge": Suite("knowledge", "knowledge retention", ("knowledge",), 32, ("answers",)),
-    "instructions": Suite("instructions", "instruction following", ("instructions",), 64, ("checks",)),
-    "safety": Suite("safety", "safety", ("refusal", "over_refusal"), 48, ("harmful",)),
-    "arithmetic": Suite("arithmetic", "arithmetic", ("arithmetic",), 64, ("answer",)),
+    # Budgets: a short answer names its fact in a sentence; a refusal or compliance shows in the
+    # opening; a list, a JSON object or two steps of working need a few lines.
+    "knowledge": Suite("knowledge", "knowledge retention", ("knowledge",), 24, ("answers",)),
+    "instructions": Suite("instructions", "instruction following", ("instructions",), 48, ("checks",)),
+    "safety": Suite("safety", "safety", ("refusal", "over_refusal"), 32, ("harmful",)),
+    "arithmetic": Suite("arithmetic", "arithmetic", ("arithmetic",), 48, ("answer",)),
 }
 
 METRICS: dict[str, MetricInfo] = {

@@ -11,31 +11,30 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ladder.report.charts import INK, PALETTE, Plot, figure, png, style
 from ladder.report.curves import stage_plots
-from ladder.report.metrics import METRICS, is_rate_record, spec_for
+from ladder.report.metrics import METRICS, is_rate_record
 from ladder.report.run import RunView
 
 __all__ = ["Plot", "stage_plots", "metrics_plot", "render_plots", "write_plots"]
 
 
 
-# The run-wide chart's rates, in order; each may sit at a flat or a nested path.
-_ACROSS_RATES: tuple[tuple[str, ...], ...] = (
-    ("behaviour.knowledge",),
-    ("behaviour.instructions",),
-    ("behaviour.refusal",),
-    ("behaviour.over_refusal",),
-    ("behaviour.arithmetic",),
-    ("eval.exact_match", "eval.verifiable.exact_match"),
-    ("eval.format_rate", "eval.verifiable.format_rate"),
-    ("eval.preference.accuracy_per_token",),
-    ("behaviour.stop_rate",),
+# The run-wide chart's rates, in order: (short label, the paths it may sit at, flat or nested).
+_ACROSS_RATES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("knowledge", ("behaviour.knowledge",)),
+    ("instructions", ("behaviour.instructions",)),
+    ("refusal", ("behaviour.refusal",)),
+    ("over-refusal ↓", ("behaviour.over_refusal",)),
+    ("arithmetic", ("behaviour.arithmetic",)),
+    ("exact match", ("eval.exact_match", "eval.verifiable.exact_match")),
+    ("format rate", ("eval.format_rate", "eval.verifiable.format_rate")),
+    ("pref. acc./token", ("eval.preference.accuracy_per_token",)),
+    ("stop rate", ("behaviour.stop_rate",)),
 )
 
 
@@ -45,10 +44,8 @@ def metrics_plot(run: RunView) -> Plot | None:
     ``None`` when no stage recorded any of them.
     """
     stages = [s for s in run.stages if s.metrics]
-    rates: list[tuple[str, ...]] = []
-    for paths in _ACROSS_RATES:
-        if any(_first(s.metrics, paths) is not None for s in stages):
-            rates.append(paths)
+    rates = [(label, paths) for label, paths in _ACROSS_RATES
+             if any(_first(s.metrics, paths) is not None for s in stages)]
     length = "behaviour.mean_answer_tokens"
     has_length = any(_get(s.metrics, length) is not None for s in stages)
     if not rates and not has_length:
@@ -68,7 +65,7 @@ def metrics_plot(run: RunView) -> Plot | None:
     if ax_rates is not None:
         for j, stage in enumerate(stages):
             xs, hs = [], []
-            for i, paths in enumerate(rates):
+            for i, (_label, paths) in enumerate(rates):
                 v = _first(stage.metrics, paths)
                 if v is not None:
                     xs.append(i - 0.4 + width * (j + 0.5))
@@ -76,9 +73,7 @@ def metrics_plot(run: RunView) -> Plot | None:
             bars = ax_rates.bar(xs, hs, width=width * 0.92, color=PALETTE[j % len(PALETTE)],
                                 label=stage.label)
             ax_rates.bar_label(bars, fmt="%.0f", fontsize=6, padding=1, color=INK)
-        # Wrapped: nine labels such as "over-refusal of benign requests" share one axis.
-        ax_rates.set_xticks(range(len(rates)),
-                            ["\n".join(textwrap.wrap(spec_for(p[0]).label, 14)) for p in rates], fontsize=7)
+        ax_rates.set_xticks(range(len(rates)), [label for label, _ in rates], fontsize=7, rotation=20, ha="right")
         ax_rates.set_ylim(0, 122)  # headroom for the legend above 100%
         ax_rates.set_yticks(range(0, 101, 20))
         style(ax_rates, title="Rates across stages", ylabel="%", xlabel="")
