@@ -125,26 +125,41 @@ def _summary_rows(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+# The terminal summary's columns: (metrics.json path, column title). Headline numbers only:
+# each is measured on every model, the base included (see ladder.report.metrics).
+_SUMMARY_COLUMNS = (
+    ("behaviour.knowledge", "knowledge"),
+    ("behaviour.instructions", "instructions"),
+    ("behaviour.refusal", "refusal"),
+    ("behaviour.over_refusal", "over-refusal"),
+    ("behaviour.arithmetic", "arithmetic"),
+    ("eval.preference.accuracy_per_token", "pref. acc./token"),
+    ("eval.verifiable.exact_match", "exact match"),
+    ("behaviour.stop_rate", "stop rate"),
+    ("eval.rm_accuracy", "rm accuracy"),  # reward-model stages only
+)
+
+
 def _flat(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The headline numbers of a stage's metrics.json, one level deep."""
+    """The headline numbers of a stage's metrics.json, one level deep, rates as percentages.
+
+    A behaviour rate that regressed against the stage's input is marked ``▼``; the stage's
+    ``regressions`` list is passed on for the summary to spell out.
+    """
     out: dict[str, Any] = {}
-    evals = metrics.get("eval") or {}
-    verifiable = evals.get("verifiable") or {}
-    preference = evals.get("preference") or {}
-    if "format_rate" in verifiable:
-        out["tag format"] = verifiable["format_rate"]
-    if "exact_match" in verifiable:
-        out["exact match"] = verifiable["exact_match"]
-    if "accuracy" in preference:
-        out["pref. accuracy"] = preference["accuracy"]
-    behaviour = metrics.get("behaviour") or {}
-    if "mean_answer_tokens" in behaviour:
-        out["answer tokens"] = behaviour["mean_answer_tokens"]
-    if "stop_rate" in behaviour:
-        out["stop rate"] = behaviour["stop_rate"]
+    regressed = {r.get("metric") for r in metrics.get("regressions") or [] if isinstance(r, dict)}
+    for path, title in _SUMMARY_COLUMNS:
+        node: Any = metrics
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        value = node.get("rate") if isinstance(node, dict) else node
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[title] = f"{value * 100:.1f}%" + (" ▼" if path in regressed else "")
     train = metrics.get("train") or {}
     if "loss_last" in train:
         out["last loss"] = train["loss_last"]
+    if isinstance(metrics.get("regressions"), list):
+        out["regressions"] = metrics["regressions"]
     return out
 
 

@@ -3,13 +3,19 @@
 Both run on any checkpoint of the ladder, the base included, so a metric table shows each
 rung's effect: DPO should raise preference accuracy, GRPO exact match and format rate.
 
-Preference accuracy scores each response by its summed log-probability under the model, given
-the chat-templated prompt (response tokens only, end-of-turn token included):
+Preference accuracy scores each response by its log-probability under the model, given the
+chat-templated prompt (response tokens only, end-of-turn token included, see
+:mod:`ladder.scoring`):
 
-* **reference-free** (no ``ref_model``): the score is ``logp_policy(response | prompt)``. The
-  pipeline uses this: it needs nothing but the checkpoint, so stages (and the base) compare.
+* **the model's own preference** (no ``ref_model``): the score is ``logp_policy(response |
+  prompt)``, summed over the response's tokens (``accuracy``) and as a mean per token
+  (``accuracy_per_token``: a summed log-prob favours whichever answer is shorter, the mean
+  does not). Each is measured on every checkpoint, the base included: the base already
+  prefers some chosen answers and not others, and a stage moves that.
 * **DPO implicit reward** (``ref_model`` given): ``beta * (logp_policy - logp_ref)``, the
-  reward DPO optimises; its margin is what DPO's ``rewards/margins`` logs.
+  reward DPO optimises; its margin is what DPO's ``rewards/margins`` logs. Against the model
+  itself it is 0 for every answer, so it is a diagnostic of how far a stage moved, not a
+  headline number.
 
 A pair counts as correct when the chosen response scores higher than the rejected one (a tie
 counts one half).
@@ -17,25 +23,16 @@ counts one half).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from ladder.errors import DataError, RewardError
-from ladder.generation import (
-    END_OF_TURN_TOKENS,
-    GenerationSettings,
-    as_messages,
-    chat_text,
-    encode_text,
-    generate,
-    render_prompt,
-    stop_token_ids,
-)
+from ladder.generation import GenerationSettings, as_messages, chat_text, encode_text, generate, stop_token_ids
+from ladder.scoring import response_logprobs, scoring, tokenize_pair
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -44,7 +41,9 @@ __all__ = [
     "check_pairs",
     "check_problems",
     "heldout_preference",
+    "own_preference",
     "pair_logprobs",
+    "pair_scores",
     "preference_accuracy",
     "preference_summary",
     "response_logprobs",
@@ -110,96 +109,33 @@ def check_problems(problems: Sequence[Mapping[str, Any]], source: str = "verifia
 # --------------------------------------------------------------------------- log-probs
 
 
-@contextlib.contextmanager
-def _scoring(*models: Any) -> Iterator[None]:
-    import torch
-
-    modes = [m.training for m in models]
-    for m in models:
-        m.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        for m, mode in zip(models, modes, strict=True):
-            m.train(mode)
-
-
-def _end_of_turn_id(tokenizer: PreTrainedTokenizerBase, stops: Sequence[int]) -> int | None:
-    for tid in stops:
-        if tokenizer.convert_ids_to_tokens(tid) in END_OF_TURN_TOKENS:
-            return tid
-    return tokenizer.eos_token_id
-
-
-def _tokenize_pair(
-    tokenizer: PreTrainedTokenizerBase, prompt: Any, response: str, stops: Sequence[int]
-) -> tuple[list[int], list[int]]:
-    """(prompt ids, response ids): the response as the chat template writes an assistant turn."""
-    messages = as_messages(prompt)
-    prompt_text = render_prompt(tokenizer, messages)
-    full = chat_text(
-        tokenizer, [*messages, {"role": "assistant", "content": response}], add_generation_prompt=False
-    )
-    if full.startswith(prompt_text):
-        response_ids = encode_text(tokenizer, full[len(prompt_text) :])
-        # Keep up to the end-of-turn token: what follows (ChatML's "\n") is layout, not answer.
-        stop_set = set(stops)
-        last = max((k for k, t in enumerate(response_ids) if t in stop_set), default=None)
-        if last is not None:
-            response_ids = response_ids[: last + 1]
-    else:
-        # Templates that rewrite earlier turns (e.g. dropping reasoning) break the prefix;
-        # fall back to the response text followed by the end-of-turn token.
-        end = _end_of_turn_id(tokenizer, stops)
-        response_ids = encode_text(tokenizer, response) + ([end] if end is not None else [])
-    return encode_text(tokenizer, prompt_text), response_ids
-
-
-def response_logprobs(
-    model: PreTrainedModel,
-    sequences: Sequence[tuple[Sequence[int], Sequence[int]]],
-    *,
-    batch_size: int = 8,
-    pad_id: int = 0,
-) -> list[float]:
-    """Summed log-probability of each response given its prompt.
-
-    Args:
-        model: a causal LM.
-        sequences: ``(prompt_ids, response_ids)`` pairs.
-        batch_size: sequences scored together (right-padded, masked).
-        pad_id: the id used for padding (masked, its value does not matter).
-    """
-    import torch
-
-    device = next(model.parameters()).device
-    order = sorted(range(len(sequences)), key=lambda i: -(len(sequences[i][0]) + len(sequences[i][1])))
-    scores = [0.0] * len(sequences)
-    with _scoring(model):
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            rows = [list(sequences[i][0]) + list(sequences[i][1]) for i in batch]
-            width = max(len(r) for r in rows)
-            input_ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in rows], device=device)
-            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
-            logits = model(input_ids=input_ids, attention_mask=mask).logits
-            for b, i in enumerate(batch):
-                p, n = len(sequences[i][0]), len(sequences[i][1])
-                if n == 0:
-                    continue
-                # The token at position j is predicted by the logits at j - 1.
-                step_logits = logits[b, p - 1 : p + n - 1].float()
-                targets = input_ids[b, p : p + n].unsqueeze(-1)
-                scores[i] = step_logits.log_softmax(-1).gather(-1, targets).sum().item()
-    return scores
-
-
 def _summary(chosen: Sequence[float], rejected: Sequence[float]) -> dict[str, Any]:
     n = len(chosen)
     wins = sum(1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected, strict=True))
     margin = sum(c - r for c, r in zip(chosen, rejected, strict=True))
     return {"accuracy": wins / n if n else 0.0, "margin": margin / n if n else 0.0, "n": n}
+
+
+def pair_scores(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[Mapping[str, Any]],
+    *,
+    batch_size: int = 8,
+) -> tuple[list[float], list[int]]:
+    """Summed response log-probs and token counts of each pair's answers.
+
+    Both lists run ``[chosen_0, rejected_0, chosen_1, ...]``; one forward pass per answer.
+    """
+    check_pairs(pairs)
+    stops = stop_token_ids(model, tokenizer)
+    sequences = []
+    for row in pairs:
+        sequences.append(tokenize_pair(tokenizer, row["prompt"], row["chosen"], stops))
+        sequences.append(tokenize_pair(tokenizer, row["prompt"], row["rejected"], stops))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    scores = response_logprobs(model, sequences, batch_size=batch_size, pad_id=pad_id)
+    return scores, [len(response) for _prompt, response in sequences]
 
 
 def pair_logprobs(
@@ -216,14 +152,26 @@ def pair_logprobs(
     implicit-reward accuracy, or scores several policies against one reference, scores each
     model once.
     """
-    check_pairs(pairs)
-    stops = stop_token_ids(model, tokenizer)
-    sequences = []
-    for row in pairs:
-        sequences.append(_tokenize_pair(tokenizer, row["prompt"], row["chosen"], stops))
-        sequences.append(_tokenize_pair(tokenizer, row["prompt"], row["rejected"], stops))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return response_logprobs(model, sequences, batch_size=batch_size, pad_id=pad_id)
+    return pair_scores(model, tokenizer, pairs, batch_size=batch_size)[0]
+
+
+def own_preference(scores: Sequence[float], lengths: Sequence[int]) -> dict[str, Any]:
+    """The model's own preference from :func:`pair_scores`: summed and per-token log-probs.
+
+    Returns:
+        ``{"accuracy", "margin"}`` (summed log-probs), ``{"accuracy_per_token",
+        "margin_per_token"}`` (mean log-prob per response token) and ``n``.
+
+    >>> own_preference([-4.0, -6.0, -9.0, -3.0], [2, 2, 6, 1])["accuracy"]
+    0.5
+    >>> own_preference([-4.0, -6.0, -9.0, -3.0], [2, 2, 6, 1])["accuracy_per_token"]
+    1.0
+    """
+    summed = _summary(scores[0::2], scores[1::2])
+    means = [s / max(n, 1) for s, n in zip(scores, lengths, strict=True)]
+    per_token = _summary(means[0::2], means[1::2])
+    return {"accuracy": summed["accuracy"], "margin": summed["margin"],
+            "accuracy_per_token": per_token["accuracy"], "margin_per_token": per_token["margin"], "n": summed["n"]}
 
 
 def preference_summary(
@@ -326,7 +274,7 @@ def reward_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, te
 
     device = next(model.parameters()).device
     scores: list[float] = []
-    with _scoring(model):
+    with scoring(model):
         for text in texts:
             input_ids = torch.tensor([encode_text(tokenizer, text)], device=device)
             scores.append(model(input_ids=input_ids).logits[0, 0].float().item())

@@ -27,6 +27,11 @@ def load_eval_rows(evals: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
     out: dict[str, list[dict[str, Any]]] = {}
     for key, spec in evals.items():
+        if key == "behaviour":  # the behaviour suites' settings, not a dataset (ladder.evals)
+            from ladder.evals import resolve_behaviour
+
+            out[key] = resolve_behaviour(spec)  # type: ignore[assignment]
+            continue
         rows, label = load_rows(spec)
         if key == "preference":
             from ladder.data.preference import normalize_preference_rows
@@ -37,7 +42,7 @@ def load_eval_rows(evals: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
             out[key], problems = normalize_verifiable_rows(rows, label)
         else:
-            raise ConfigError(f"unknown evaluation {key!r}; use 'preference' or 'verifiable'")
+            raise ConfigError(f"unknown evaluation {key!r}; use 'preference', 'verifiable' or 'behaviour'")
         if problems:
             raise problems[0]
     return out

@@ -173,8 +173,16 @@ class ProgressDisplay:
         """One table for the whole run; columns are the rows' keys, in first-seen order.
 
         Keys ending in ``_s`` are shown as durations, floats with 4 significant digits.
+        A ``regressions`` value (a stage's list of regression entries, see
+        :func:`ladder.evals.find_regressions`) is shown in red by metric, and each regression
+        is spelled out under the table; a run whose stages were all compared and none
+        regressed says so.
         """
+        from rich.markup import escape
         from rich.table import Table
+
+        from ladder.evals.runner import describe
+        from ladder.evals.stats import ALPHA
 
         self.close()
         if not rows:
@@ -185,15 +193,30 @@ class ProgressDisplay:
         table = Table(title="ladder run", title_justify="left")
         for col in columns:
             table.add_column(col, overflow="fold")
+        found: list[tuple[Any, Mapping[str, Any]]] = []
         for row in rows:
             cells = []
             for col in columns:
                 value = row.get(col)
-                if value is None:
+                if col == "regressions" and isinstance(value, list):
+                    found.extend((row.get("stage"), r) for r in value)
+                    # Short names in the table (the lines under it spell each one out).
+                    names = ", ".join(escape(str(r.get("metric", "?")).rsplit(".", 1)[-1].replace("_", "-"))
+                                      for r in value)
+                    cells.append(f"[bold red]▼ {names}[/]" if value else "none")
+                elif value is None:
                     cells.append("")
                 elif col.endswith("_s") and isinstance(value, (int, float)):
                     cells.append(format_duration(value))
                 else:
-                    cells.append(_number(value))
+                    cells.append(escape(_number(value)))
             table.add_row(*cells)
         self.console.print(table)
+        test = f"exact McNemar test, one-sided, alpha = {ALPHA}"
+        if found:
+            plural = "s" if len(found) > 1 else ""
+            self.console.print(f"[bold red]▼ {len(found)} regression{plural} beyond noise[/] ({test}):")
+            for stage, entry in found:
+                self.console.print(f"  [red]{escape(str(stage))}[/]: {escape(describe(entry))}", highlight=False)
+        elif any(isinstance(row.get("regressions"), list) for row in rows):
+            self.console.print(f"No regression beyond noise on the behaviour evaluations ({test}).")

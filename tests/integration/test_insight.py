@@ -12,7 +12,7 @@ import torch
 from ladder.checkpoint import Checkpoint
 from ladder.errors import ConfigError, DataError
 from ladder.evaluate import (
-    _tokenize_pair,
+    pair_scores,
     preference_accuracy,
     response_logprobs,
     reward_model_accuracy,
@@ -22,6 +22,7 @@ from ladder.generation import GenerationSettings, generate, stop_token_ids
 from ladder.insight import observe
 from ladder.probes import DEFAULT_PROBES, Probe, run_probes
 from ladder.registry import rewards
+from ladder.scoring import tokenize_pair
 from ladder.training.models import load_model, load_tokenizer
 
 SETTINGS = GenerationSettings(max_new_tokens=8)
@@ -82,14 +83,14 @@ def test_probe_rows(model: Any, tok: Any) -> None:
 
 def test_response_tokens_end_with_the_end_of_turn_token(tok: Any) -> None:
     stops = stop_token_ids(None, tok)
-    prompt_ids, response_ids = _tokenize_pair(tok, "What is 2 + 3?", "It is 5.", stops)
+    prompt_ids, response_ids = tokenize_pair(tok, "What is 2 + 3?", "It is 5.", stops)
     assert tok.decode(prompt_ids) == "<|im_start|>user\nWhat is 2 + 3?<|im_end|>\n<|im_start|>assistant\n"
     assert tok.decode(response_ids) == "It is 5.<|im_end|>"
 
 
 def test_summed_logprob_matches_a_direct_computation(model: Any, tok: Any) -> None:
     stops = stop_token_ids(model, tok)
-    sequences = [_tokenize_pair(tok, row["prompt"], row["chosen"], stops) for row in PAIRS]
+    sequences = [tokenize_pair(tok, row["prompt"], row["chosen"], stops) for row in PAIRS]
     batched = response_logprobs(model, sequences, batch_size=3, pad_id=tok.pad_token_id)
     for (p, r), score in zip(sequences, batched, strict=True):
         ids = torch.tensor([p + r])
@@ -184,16 +185,30 @@ def test_observe_writes_probes_and_measures(tiny_model: Path, tmp_path: Path) ->
         Checkpoint.base(tiny_model),
         tmp_path / "a",
         probes=None,  # the defaults
-        evals={"preference": PAIRS, "verifiable": PROBLEMS},
+        evals={"preference": PAIRS, "verifiable": PROBLEMS, "behaviour": {"limit": 4}},
         settings=SETTINGS,
     )
     rows = [json.loads(line) for line in (tmp_path / "a" / "probes.jsonl").read_text("utf-8").splitlines()]
     assert [r["id"] for r in rows] == [p.id for p in DEFAULT_PROBES]
-    assert set(result) == {"eval", "behaviour"}
+    expected = {p.id: p.expect for p in DEFAULT_PROBES}
+    for row in rows:  # a probe with a known answer is marked right or wrong
+        assert ("passed" in row) is (expected[row["id"]] is not None)
+        if expected[row["id"]] is not None:
+            assert row["passed"] is expected[row["id"]].passed(row["answer"])
+    assert set(result) == {"eval", "behaviour"}  # the base has no input to regress against
     assert set(result["eval"]) == {"preference", "verifiable"}
     assert result["eval"]["preference"]["n"] == 3 and result["eval"]["verifiable"]["n"] == 3
     behaviour = result["behaviour"]
-    assert set(behaviour) == {"mean_answer_tokens", "stop_rate", "repetition"}
+    suites = {"knowledge", "instructions", "refusal", "over_refusal", "arithmetic"}
+    assert set(behaviour) == {"mean_answer_tokens", "stop_rate", "repetition"} | suites
+    items = [json.loads(line) for line in (tmp_path / "a" / "behaviour.jsonl").read_text("utf-8").splitlines()]
+    assert len(items) == 4 * 4  # four suites, four items each (safety: two harmful, two benign)
+    for metric in suites:
+        mine = [i for i in items if i["metric"] == metric]
+        record = behaviour[metric]
+        assert record["n"] == len(mine) and record["k"] == sum(i["hit"] for i in mine)
+        assert record["ci_low"] <= record["rate"] <= record["ci_high"]
+    assert all(i["num_tokens"] <= SETTINGS.max_new_tokens for i in items)
     assert behaviour["mean_answer_tokens"] == pytest.approx(sum(r["num_tokens"] for r in rows) / len(rows))
     assert behaviour["stop_rate"] == sum(r["stopped"] for r in rows) / len(rows)
     assert 0.0 <= behaviour["repetition"] <= 1.0
@@ -201,24 +216,35 @@ def test_observe_writes_probes_and_measures(tiny_model: Path, tmp_path: Path) ->
 
 
 def test_probing_the_same_checkpoint_twice_is_byte_identical(tiny_model: Path, tmp_path: Path) -> None:
+    from ladder import insight
+
     for name in ("a", "b"):
-        observe(tiny_model, tmp_path / name, probes=PROBES, evals={}, settings=SETTINGS)
+        insight._RUNS.clear()  # answer the suites again, not from the cache
+        observe(tiny_model, tmp_path / name, probes=PROBES, evals={"behaviour": {"limit": 6}}, settings=SETTINGS)
     first = (tmp_path / "a" / "probes.jsonl").read_bytes()
     assert first == (tmp_path / "b" / "probes.jsonl").read_bytes()
     assert len(first.splitlines()) == len(PROBES)
+    suites = (tmp_path / "a" / "behaviour.jsonl").read_bytes()
+    assert suites == (tmp_path / "b" / "behaviour.jsonl").read_bytes() and len(suites.splitlines()) == 24
 
 
 def test_reward_checkpoints_answer_no_probes(tiny_model: Path, tmp_path: Path) -> None:
     ckpt = Checkpoint(path=str(tiny_model), stage="rm", kind="reward")
-    result = observe(ckpt, tmp_path, probes=PROBES, evals={"preference": PAIRS}, settings=SETTINGS)
-    assert not (tmp_path / "probes.jsonl").exists()
+    result = observe(ckpt, tmp_path, probes=PROBES, evals={"preference": PAIRS, "behaviour": True}, settings=SETTINGS)
+    assert not (tmp_path / "probes.jsonl").exists() and not (tmp_path / "behaviour.jsonl").exists()
     assert result["behaviour"] == {}
     assert result["eval"]["preference"]["n"] == 3
 
 
 def test_no_probes_and_no_evals(tiny_model: Path, tmp_path: Path) -> None:
+    # The behaviour suites run by default only beside the probes.
     assert observe(tiny_model, tmp_path, probes=[], evals=None) == {"eval": {}, "behaviour": {}}
-    assert not (tmp_path / "probes.jsonl").exists()
+    assert observe(tiny_model, tmp_path, probes=PROBES, evals={"behaviour": False}, settings=SETTINGS)[
+        "behaviour"].keys() == {"mean_answer_tokens", "stop_rate", "repetition"}
+    assert not (tmp_path / "behaviour.jsonl").exists()
+    assert observe(tiny_model, tmp_path / "x", probes=[], evals={"behaviour": {"suites": ["knowledge"], "limit": 2}},
+                   settings=SETTINGS)["behaviour"]["knowledge"]["n"] == 2
+    assert not (tmp_path / "x" / "probes.jsonl").exists()
 
 
 def test_unknown_evaluation_data(tiny_model: Path, tmp_path: Path) -> None:
@@ -245,14 +271,73 @@ def test_stages_are_compared_with_the_reference_scored_once(tiny_model: Path, tm
                                    ref_model=load_model(tiny_model, device="cpu"), beta=0.1)
 
     insight._SCORES.clear()
-    observe(base, tmp_path / "o0", probes=[], evals={"preference": PAIRS}, reference=base)
+    at_base = observe(base, tmp_path / "o0", probes=[], evals={"preference": PAIRS}, reference=base)
     assert len(insight._SCORES) == 1  # the base's scores, kept
+    # At the base the implicit reward is 0 by construction: it is not reported there.
+    assert not {"implicit_accuracy", "implicit_margin", "reference"} & set(at_base["eval"]["preference"])
     kept = observe(policy, tmp_path / "o1", probes=[], evals={"preference": PAIRS}, reference=base)
     insight._SCORES.clear()
     loaded = observe(policy, tmp_path / "o2", probes=[], evals={"preference": PAIRS}, reference=base)
     for result in (kept, loaded):
         pref = result["eval"]["preference"]
         assert pref["reference"] == "base" and pref["n"] == 3
-        assert pref["accuracy"] == expected["accuracy"]
-        assert pref["margin"] == pytest.approx(expected["margin"], abs=1e-5)
-    assert kept["eval"]["preference"]["margin"] != 0.0  # the two models really differ
+        assert pref["implicit_accuracy"] == expected["accuracy"]
+        assert pref["implicit_margin"] == pytest.approx(expected["margin"], abs=1e-5)
+    assert kept["eval"]["preference"]["implicit_margin"] != 0.0  # the two models really differ
+
+
+def test_preference_accuracy_is_the_models_own_summed_and_per_token(tiny_model: Path, tmp_path: Path) -> None:
+    """The headline preference numbers are measured at the base: swapping chosen and rejected
+    mirrors them, and the per-token accuracy divides each answer's log-prob by its length."""
+    model, tok = load_model(tiny_model, device="cpu"), load_tokenizer(tiny_model)
+    scores, lengths = pair_scores(model, tok, PAIRS)
+    assert lengths == [len(tokenize_pair(tok, r["prompt"], r[k], stop_token_ids(model, tok))[1])
+                       for r in PAIRS for k in ("chosen", "rejected")]
+    result = observe(tiny_model, tmp_path / "a", probes=[], evals={"preference": PAIRS})["eval"]["preference"]
+    swapped = observe(tiny_model, tmp_path / "b", probes=[], evals={"preference": [
+        {**r, "chosen": r["rejected"], "rejected": r["chosen"]} for r in PAIRS]})["eval"]["preference"]
+    means = [s / n for s, n in zip(scores, lengths, strict=True)]
+    wins = sum(means[i] > means[i + 1] for i in range(0, len(means), 2)) / len(PAIRS)
+    assert result["accuracy_per_token"] == pytest.approx(wins)
+    for key in ("accuracy", "accuracy_per_token"):
+        assert swapped[key] == pytest.approx(1.0 - result[key])
+    assert result["margin"] == pytest.approx(-swapped["margin"], abs=1e-4)
+
+
+def test_a_stage_is_compared_with_its_input_cached_or_loaded(tiny_model: Path, tmp_path: Path) -> None:
+    """observe() compares a checkpoint's suite answers with its parent's: from this process's
+    cache when the parent was observed, else by loading the parent once; both give the same."""
+    from ladder import insight
+
+    changed = load_model(tiny_model, device="cpu")
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(1)
+        for p in changed.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.5)
+    changed.save_pretrained(tmp_path / "changed")
+    load_tokenizer(tiny_model).save_pretrained(tmp_path / "changed")
+    base = Checkpoint(path=str(tiny_model), stage="base", fingerprint="base-fp-2")
+    stage = Checkpoint(path=str(tmp_path / "changed"), stage="sft", fingerprint="sft-fp-2", parent=base)
+    evals = {"behaviour": {"suites": ["instructions", "safety"], "limit": 6}}
+
+    insight._RUNS.clear()
+    first = observe(base, tmp_path / "b", probes=[], evals=evals, settings=SETTINGS)
+    assert "regressions" not in first and len(insight._RUNS) == 1
+    cached = observe(stage, tmp_path / "s1", probes=[], evals=evals, settings=SETTINGS)
+    insight._RUNS.clear()
+    loaded = observe(stage, tmp_path / "s2", probes=[], evals=evals, settings=SETTINGS)
+    assert len(insight._RUNS) == 2  # the parent was loaded and answered, then kept
+    assert isinstance(cached["regressions"], list) and cached["regressions"] == loaded["regressions"]
+    assert cached["behaviour"] == loaded["behaviour"]
+    # The verdict is the paired test on the two files' items.
+    from ladder.evals import find_regressions
+
+    def outcomes(path: Path) -> dict[str, dict[str, bool]]:
+        out: dict[str, dict[str, bool]] = {}
+        for line in (path / "behaviour.jsonl").read_text("utf-8").splitlines():
+            row = json.loads(line)
+            out.setdefault(row["metric"], {})[row["id"]] = row["good"]
+        return out
+
+    assert cached["regressions"] == find_regressions(outcomes(tmp_path / "b"), outcomes(tmp_path / "s1"),
+                                                     compared_to="base")

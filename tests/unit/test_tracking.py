@@ -128,7 +128,7 @@ def test_the_tables_show_what_the_report_shows(tmp_path: Path) -> None:
     tables = stage_tables(metrics, tmp_path)
     assert tables.probes == [["sum", "2+2?", "4", 2, "stop"]]
     rows = {row[3]: row for row in tables.metrics}
-    assert rows["eval.verifiable.exact_match"][:3] == ["Evaluation (held-out)", "exact match", "50.0%"]
+    assert rows["eval.verifiable.exact_match"][:3] == ["Held-out evaluations (the stages' own targets)", "exact match", "50.0%"]
     assert "stage_metrics.zero_spread_warning" not in rows and "stage" not in rows
     assert tables.scalars == {"ladder/eval/verifiable/exact_match": 0.5, "ladder/eval/verifiable/n": 10.0,
                               "ladder/train/steps": 3.0, "ladder/train/loss_last": 1.25,

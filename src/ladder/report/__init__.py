@@ -18,7 +18,8 @@ from pathlib import Path
 import attrs
 
 from ladder.atomic import atomic_write_text
-from ladder.report.run import ProbeAnswer, RunView, StageView, load_run
+from ladder.report.loading import load_run
+from ladder.report.run import ProbeAnswer, RunView, StageView
 
 __all__ = ["ReportPaths", "write_report", "load_run", "RunView", "StageView", "ProbeAnswer"]
 

@@ -13,16 +13,14 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
-from ladder.report.html import when
-from ladder.report.metrics import (
-    SECTIONS,
-    MetricRow,
-    format_duration,
-    metric_rows,
-    warnings_of,
-)
-from ladder.report.plots import Plot
+from ladder.evals.runner import describe
+from ladder.report.charts import Plot
+from ladder.report.format import format_duration
+from ladder.report.html_parts import when
+from ladder.report.metrics import SECTIONS, warnings_of
 from ladder.report.run import RunView, StageView
+from ladder.report.summary import ALPHA, summarise
+from ladder.report.table import MetricRow, metric_rows, split_headline
 
 __all__ = ["render_markdown"]
 
@@ -58,6 +56,7 @@ def render_markdown(run: RunView, plots: Sequence[Plot], *, generated_at: float 
     out: list[str] = []
     out += _header(run)
     out += _failures(run)
+    out += _summary(run)
     out += _warnings(run)
     out += _lineage(run)
     out += _metrics(run, plots)
@@ -159,22 +158,23 @@ def _metrics(run: RunView, plots: Sequence[Plot]) -> list[str]:
     rows = metric_rows(run)
     if not rows:
         return [*lines, "No stage recorded any metrics.", ""]
-    main = [r for r in rows if r.section != "stage_metrics"]
-    extra = [r for r in rows if r.section == "stage_metrics"]
+    main, extra = split_headline(rows)
     if main:
         lines += _metric_table(run, main)
     lines += [
         "",
         (
-            "Rates are percentages (1 decimal); changes, in parentheses, are in percentage "
-            "points (pt) and compare a stage with the stage it started from. ↑/↓ says which "
-            "way is better; ✅ moved the good way, 🔻 the bad way."
+            "Rates are percentages (1 decimal), behaviour rates with their 95% interval and "
+            "sample size; changes, in parentheses, are in percentage points (pt) and compare a "
+            "stage with the stage it started from. ↑/↓ says which way is better; ✅ moved the good "
+            "way, 🔻 the bad way. **▼ regression** marks a behaviour evaluation that got worse "
+            f"beyond noise (exact McNemar test, one-sided, α = {ALPHA})."
         ),
         "",
     ]
     if extra:
         lines += [
-            f"<details><summary>Stage-specific numbers ({len(extra)})</summary>",
+            f"<details><summary>Diagnostics, training and stage-specific numbers ({len(extra)})</summary>",
             "",
             *_metric_table(run, extra),
             "",
@@ -197,12 +197,59 @@ def _metric_table(run: RunView, rows: Sequence[MetricRow]) -> list[str]:
             cells = [_cell(row.spec.label) + arrow]
             for cell in row.cells:
                 text = _cell(cell.text)
+                if cell.interval is not None:
+                    text += f" {cell.interval} n={cell.n}"
                 if cell.delta is not None:
                     mark = {"good": " ✅", "bad": " 🔻"}.get(cell.tone, "")
                     text += f" ({cell.delta}{mark})"
+                if cell.regression is not None:
+                    text += " **▼ regression**"
                 cells.append(text)
             table.append(cells)
     return _table(header, table, align="right")
+
+
+def _summary(run: RunView) -> list[str]:
+    summary = summarise(run)
+    lines: list[str] = []
+    if summary.regressions:
+        count = len(summary.regressions)
+        lines += [
+            "> [!CAUTION]",
+            f"> **{count} regression{'s' if count > 1 else ''} beyond noise** (exact McNemar test, "
+            f"one-sided, α = {ALPHA}): a stage answered these behaviour evaluations worse than the "
+            "model it started from.",
+            ">",
+        ]
+        for f in summary.regressions:
+            lines.append(f"> - **{_inline(f.stage.label)}**: {_inline(describe(f.entry))}")
+            for x in f.examples:
+                lines.append(f">   - {_inline(x.id)}: {_inline(_short(x.before))} → {_inline(_short(x.after))}")
+        lines.append("")
+    if summary.gains:
+        lines += ["**Gains beyond noise**", ""]
+        lines += [f"- **{_inline(f.stage.label)}**: {_inline(describe(f.entry))}" for f in summary.gains]
+        lines.append("")
+    if summary.compared and not summary.regressions:
+        names = ", ".join(s.label for s in summary.compared)
+        lines += [
+            f"No regression beyond noise: {_inline(names)} each compared with the model it started from "
+            f"on every behaviour evaluation (exact McNemar test, one-sided, α = {ALPHA}).",
+            "",
+        ]
+    elif not summary.measured and run.trained:
+        lines += [
+            "> [!NOTE]",
+            "> No behaviour evaluation ran, so this report shows only what each stage was trained for, "
+            "not what it cost.",
+            "",
+        ]
+    return ["## Summary", "", *lines] if lines else []
+
+
+def _short(text: str, limit: int = 80) -> str:
+    one_line = " ".join(text.split())
+    return f"“{one_line if len(one_line) <= limit else one_line[: limit - 1] + '…'}”"
 
 
 def _warnings(run: RunView) -> list[str]:
@@ -230,6 +277,8 @@ def _probes(run: RunView) -> list[str]:
                 lines += [f"**{_inline(stage.label)}**: _no answer ({stage.status})_", ""]
                 continue
             meta = []
+            if answer.passed is not None:
+                meta.append(("✓" if answer.passed else "✗") + f" expected {answer.expect}")
             if answer.num_tokens is not None:
                 meta.append(f"{answer.num_tokens} tokens")
             if answer.hit_limit:

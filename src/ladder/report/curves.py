@@ -1,0 +1,215 @@
+"""Training curves of one stage, from the keys its trainer log holds.
+
+Which charts a stage gets depends on the keys its trainer log holds, not on its kind, so a
+plugin stage whose trainer logs TRL's usual keys gets the same pictures: ``loss`` for every
+stage, ``rewards/accuracies`` and ``rewards/margins`` (DPO), ``reward`` / ``reward_std`` /
+``rewards/<func>/mean`` / ``frac_reward_zero_std`` / ``completions/mean_length`` / ``kl``
+(GRPO), ``accuracy`` / ``margin`` (reward model).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ladder.report.charts import PALETTE, Plot, figure, legend, line, png, slug, style
+from ladder.report.run import StageView, series
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = ["STAGE_CHARTS", "stage_plots"]
+
+logger = logging.getLogger(__name__)
+
+
+def _train_records(stage: StageView) -> list[Mapping[str, Any]]:
+    # Evaluation records carry eval_* keys and the final summary carries train_* keys;
+    # the training curves come from the per-step records only.
+    return [r for r in stage.log if not any(str(k).startswith("eval_") for k in r)]
+
+
+def _eval_records(stage: StageView) -> list[Mapping[str, Any]]:
+    return [r for r in stage.log if any(str(k).startswith("eval_") for k in r)]
+
+
+def _has(records: Sequence[Mapping[str, Any]], key: str) -> bool:
+    return bool(series(records, key)[0])
+
+
+ChartFn = Callable[[StageView, "Axes"], str | None]
+
+
+def _chart_loss(stage: StageView, ax: Axes) -> str | None:
+    train = _train_records(stage)
+    steps, values = series(train, "loss")
+    e_steps, e_values = series(_eval_records(stage), "eval_loss")
+    if not steps and not e_steps:
+        return None
+    if steps:
+        line(ax, steps, values, color=PALETTE[0], label="train", smooth=True)
+    if e_steps:
+        line(ax, e_steps, e_values, color=PALETTE[1], label="eval", dashed=True)
+    style(ax, title=f"Loss · {stage.label}", ylabel="loss")
+    legend(ax)
+    return "Loss"
+
+
+def _chart_preference_accuracy(stage: StageView, ax: Axes) -> str | None:
+    records = _train_records(stage)
+    plotted = False
+    for key, label, color in (("rewards/accuracies", "DPO reward accuracy", PALETTE[2]),
+                              ("accuracy", "reward-model accuracy", PALETTE[2])):
+        steps, values = series(records, key)
+        if steps:
+            line(ax, steps, [v * 100 for v in values], color=color, label=label)
+            plotted = True
+            break
+    if not plotted:
+        return None
+    ax.axhline(50, color="#999999", linewidth=0.8, linestyle=":")
+    ax.set_ylim(-2, 102)
+    style(ax, title=f"Preference accuracy · {stage.label}", ylabel="chosen ranked higher (%)")
+    return "Preference accuracy"
+
+
+def _chart_margins(stage: StageView, ax: Axes) -> str | None:
+    records = _train_records(stage)
+    lines = [
+        ("rewards/margins", "margin", PALETTE[0], False),
+        ("rewards/chosen", "chosen", PALETTE[2], True),
+        ("rewards/rejected", "rejected", PALETTE[3], True),
+        ("margin", "margin", PALETTE[0], False),
+    ]
+    plotted = False
+    for key, label, color, dashed in lines:
+        steps, values = series(records, key)
+        if steps:
+            line(ax, steps, values, color=color, label=label, dashed=dashed)
+            plotted = True
+    if not plotted:
+        return None
+    ax.axhline(0, color="#999999", linewidth=0.8, linestyle=":")
+    style(ax, title=f"Implicit rewards · {stage.label}", ylabel="reward")
+    legend(ax)
+    return "Rewards and margin"
+
+
+def _reward_funcs(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    names: list[str] = []
+    for rec in records:
+        for key in rec:
+            m = re.fullmatch(r"rewards/(.+)/mean", str(key))
+            if m and m.group(1) not in names:
+                names.append(m.group(1))
+    return names
+
+
+def _chart_reward(stage: StageView, ax: Axes) -> str | None:
+    records = _train_records(stage)
+    steps, values = series(records, "reward")
+    if not steps:
+        return None
+    std_by_step = dict(zip(*series(records, "reward_std"), strict=True))
+    if std_by_step:
+        band = [(s, v, std_by_step[s]) for s, v in zip(steps, values, strict=True) if s in std_by_step]
+        ax.fill_between([b[0] for b in band], [b[1] - b[2] for b in band],
+                        [b[1] + b[2] for b in band], color=PALETTE[0], alpha=0.15,
+                        linewidth=0, label="± std")
+    line(ax, steps, values, color=PALETTE[0], label="reward (mean)")
+    for i, name in enumerate(_reward_funcs(records)):
+        f_steps, f_values = series(records, f"rewards/{name}/mean")
+        if f_steps:
+            line(ax, f_steps, f_values, color=PALETTE[(i + 1) % len(PALETTE)], label=name,
+                  dashed=True)
+    style(ax, title=f"Reward · {stage.label}", ylabel="reward")
+    legend(ax)
+    return "Reward"
+
+
+def _chart_zero_std(stage: StageView, ax: Axes) -> str | None:
+    steps, values = series(_train_records(stage), "frac_reward_zero_std")
+    if not steps:
+        return None
+    line(ax, steps, [v * 100 for v in values], color=PALETTE[3])
+    ax.set_ylim(-2, 102)
+    style(ax, title=f"Groups with no reward spread · {stage.label}",
+           ylabel="% of groups, all rewards equal")
+    return "Groups with zero reward spread"
+
+
+def _chart_length(stage: StageView, ax: Axes) -> str | None:
+    records = _train_records(stage)
+    steps, values = series(records, "completions/mean_length")
+    if not steps:
+        return None
+    lo = dict(zip(*series(records, "completions/min_length"), strict=True))
+    hi = dict(zip(*series(records, "completions/max_length"), strict=True))
+    band = [s for s in steps if s in lo and s in hi]
+    if band:
+        ax.fill_between(band, [lo[s] for s in band], [hi[s] for s in band], color=PALETTE[4],
+                        alpha=0.15, linewidth=0, label="min–max")
+    line(ax, steps, values, color=PALETTE[4], label="mean")
+    style(ax, title=f"Completion length · {stage.label}", ylabel="tokens")
+    legend(ax)
+    return "Completion length"
+
+
+def _chart_kl(stage: StageView, ax: Axes) -> str | None:
+    steps, values = series(_train_records(stage), "kl")
+    if not steps:
+        return None
+    line(ax, steps, values, color=PALETTE[5])
+    style(ax, title=f"KL to reference · {stage.label}", ylabel="KL")
+    return "KL to reference"
+
+
+def _chart_grad_norm(stage: StageView, ax: Axes) -> str | None:
+    steps, values = series(_train_records(stage), "grad_norm")
+    if not steps:
+        return None
+    line(ax, steps, values, color=PALETTE[7], smooth=True)
+    style(ax, title=f"Gradient norm · {stage.label}", ylabel="grad norm")
+    return "Gradient norm"
+
+
+# Chart order in the report; each chart appears only when its keys are in the log.
+STAGE_CHARTS: tuple[tuple[str, ChartFn], ...] = (
+    ("loss", _chart_loss),
+    ("preference-accuracy", _chart_preference_accuracy),
+    ("margins", _chart_margins),
+    ("reward", _chart_reward),
+    ("zero-std", _chart_zero_std),
+    ("completion-length", _chart_length),
+    ("kl", _chart_kl),
+    ("grad-norm", _chart_grad_norm),
+)
+
+
+def stage_plots(stage: StageView) -> list[Plot]:
+    """Every training chart ``stage``'s trainer log supports (none without a log)."""
+    plots: list[Plot] = []
+    if not stage.log:
+        return plots
+    for key, chart in STAGE_CHARTS:
+        fig = figure()
+        ax = fig.add_subplot()
+        try:
+            title = chart(stage, ax)
+        except Exception:  # a chart is never worth failing the report over
+            logger.warning("could not draw %s for stage %s", key, stage.name, exc_info=True)
+            continue
+        if title is None:
+            continue
+        plots.append(
+            Plot(
+                stage=stage.name,
+                key=key,
+                title=f"{title} · {stage.label}",
+                filename=f"{stage.index:02d}-{slug(stage.name)}-{key}.png",
+                png=png(fig),
+            )
+        )
+    return plots
