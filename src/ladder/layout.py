@@ -10,6 +10,7 @@ runs/<name>/
     trainer_log.jsonl           TRAINER_LOG
     COMPLETE                    COMPLETE (written last; holds the fingerprint and the checkpoint)
   01-sft.tmp-XXXXXXXX/          a stage being written (TMP_INFIX), published by one rename
+  final/model/                  FINAL_DIR: the one merged model of a `merge: final` run
   .trainer/<stage>-<fp>/        resumable trainer checkpoints (trainer_dir)
   .executor/<stage>-<fp>/       a worker's SPEC.json / RESULT.json / ERROR.json (executor_dir)
   report.html report.md plots/
@@ -28,6 +29,7 @@ __all__ = [
     "BASE_DIR",
     "COMPLETE",
     "EXECUTOR_DIR",
+    "FINAL_DIR",
     "MANIFEST",
     "METRICS",
     "MODEL_DIR",
@@ -55,6 +57,8 @@ COMPLETE = "COMPLETE"
 #: What a directory or file being written carries in its name until its one publishing rename.
 TMP_INFIX = ".tmp-"
 TRAINER_DIR = ".trainer"
+#: Under ``merge: final``: the last stage's adapters merged into one model (``final/model``).
+FINAL_DIR = "final"
 EXECUTOR_DIR = ".executor"
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"

@@ -19,7 +19,7 @@ from ladder.checkpoint import Checkpoint, fingerprint_of
 from ladder.errors import ConfigError, LadderError, StageError, ValidationError
 from ladder.executors import get_executor
 from ladder.journal import TrainerJournal
-from ladder.layout import COMPLETE, METRICS, stage_dir_name, trainer_dir
+from ladder.layout import COMPLETE, FINAL_DIR, METRICS, stage_dir_name, trainer_dir
 from ladder.observation import Observation, load_eval_rows, merge_metrics, read_metrics
 from ladder.preflight import input_of, structure_problems
 from ladder.registry import stages as stage_registry
@@ -27,8 +27,12 @@ from ladder.rundir import Manifest, versions
 from ladder.configs import config_to_dict, fingerprint_config
 from ladder.settings import checkpoint_references, path_settings
 from ladder.stage import Stage, StageContext, as_result
+from ladder.training.modes import stage_machine_problems
 
-__all__ = ["Pipeline", "RunResult"]
+__all__ = ["MERGE_STRATEGIES", "Pipeline", "RunResult"]
+
+#: What a stage publishes: a merged model (``every_stage``), or only its adapter (``final``, merged once at the end).
+MERGE_STRATEGIES = ("every_stage", "final")
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +43,7 @@ class RunResult:
 
     run_dir: Path
     checkpoints: Mapping[str, Checkpoint]
-    final: Checkpoint
+    final: Checkpoint  # the last stage's checkpoint; under merge: final, its adapters merged (final/model)
     trained: tuple[str, ...]  # stages trained in this call (the others were reused)
     report: Path | None = None
 
@@ -68,6 +72,8 @@ class Pipeline:
         generation: decoding settings for probes and evaluations (a mapping).
         options: run-wide settings: ``trust_remote_code``, ``allow_pickle_weights``, …
         recipe: the recipe this pipeline came from (recorded in the manifest).
+        merge: ``"every_stage"`` (default: each stage publishes a merged model) or ``"final"`` (adapter
+            stages keep only their adapters; the last stage's chain is merged once, into ``final/model``).
     """
 
     def __init__(
@@ -85,6 +91,7 @@ class Pipeline:
         recipe: Mapping[str, Any] | None = None,
         revision: str | None = None,
         executor: Any = None,
+        merge: str | None = None,
     ) -> None:
         self.stages = list(stages)
         self.model = str(model)
@@ -99,7 +106,9 @@ class Pipeline:
         self.options = dict(options or {})
         self.recipe = dict(recipe or {})
         self.executor = executor
-
+        self.merge = merge or "every_stage"
+        if self.merge not in MERGE_STRATEGIES:
+            raise ConfigError(f"merge must be one of {', '.join(MERGE_STRATEGIES)}, got {merge!r}")
 
     # pre-flight ----------------------------------------------------------------------------
     def _context(self, stage: Stage, index: int, **fields: Any) -> StageContext:
@@ -115,6 +124,7 @@ class Pipeline:
             "total": len(self.stages),
             "seed": self.seed,
             "options": self.options,
+            "merge": self.merge,
         }
         values.update(fields)
         return StageContext(**values)
@@ -133,6 +143,7 @@ class Pipeline:
                 problems.extend(stage.validate(ctx))
             except LadderError as exc:
                 problems.append(f"stage {stage.name!r}: {exc}")
+            problems.extend(stage_machine_problems(stage, self.executor))
         problems.extend(self._eval_problems())
         if problems:
             raise ValidationError(problems)
@@ -167,6 +178,8 @@ class Pipeline:
         ]
         if references:
             parts.append(dict(sorted(references.items())))
+        if self.merge != "every_stage":  # every_stage fingerprints stay as they were
+            parts.append({"merge": self.merge})
         return fingerprint_of(*parts)
 
     @staticmethod
@@ -206,7 +219,8 @@ class Pipeline:
             self.run_dir,
             run_name=self.name,
             recipe=self.recipe,
-            settings={"seed": self.seed, "options": self.options, "generation": self.generation},
+            settings={"seed": self.seed, "options": self.options, "generation": self.generation,
+                      **({"merge": self.merge} if self.merge != "every_stage" else {})},
             base=base.to_dict(),
             stages=[
                 {
@@ -259,6 +273,12 @@ class Pipeline:
                 ctx = self._context(stage, i, fingerprint=fp, checkpoints=dict(outputs), trainer_dir=trainer)
                 outputs[stage.name] = self._run_stage(stage, checkpoint, ctx, manifest, observation, progress)
                 trained.append(stage.name)
+            current, final = FINAL_DIR, outputs[self.stages[-1].name]
+            if self.merge == "final" and final.adapters:  # the last stage's adapters, merged once
+                from ladder.final_model import write_final_model
+
+                final = write_final_model(self.run_dir, final, self.options, manifest,
+                                          reused=self._reuse(self.run_dir / FINAL_DIR, final.fingerprint, final.parent))
         except BaseException as exc:
             error = f"{type(exc).__name__}: {exc}"
             try:
@@ -275,10 +295,9 @@ class Pipeline:
             raise StageError(f"stage {current!r} failed: {error}") from exc
         manifest.finish("complete")
         report = self._write_report()
-        final = outputs[self.stages[-1].name]
         return RunResult(self.run_dir, outputs, final, tuple(trained), report)
 
-    def _reuse(self, final_dir: Path, fp: str, parent: Checkpoint) -> Checkpoint | None:
+    def _reuse(self, final_dir: Path, fp: str, parent: Checkpoint | None) -> Checkpoint | None:
         if not is_complete(final_dir):
             return None
         try:
@@ -367,4 +386,5 @@ def _relocate(ckpt: Checkpoint, work: Path, final: Path) -> Checkpoint:
         except ValueError:
             return p
 
-    return attrs.evolve(ckpt, path=move(ckpt.path), adapter_path=move(ckpt.adapter_path))
+    return attrs.evolve(ckpt, path=move(ckpt.path), adapter_path=move(ckpt.adapter_path),
+                        adapters=tuple(move(a) for a in ckpt.adapters))

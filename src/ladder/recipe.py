@@ -41,6 +41,7 @@ TOP_LEVEL_KEYS = {
     "generation": "decoding for probes/evaluations: {max_new_tokens, temperature, ...}",
     "options": "run-wide: trust_remote_code, allow_pickle_weights",
     "executor": "where stages run: local (default), accelerate, modal",
+    "merge": "every_stage (default: each stage publishes a merged model) or final (adapters only; one merge at the end)",
 }
 _STAGE_KEYS = ("stage", "name", "input", "gpu", "executor")
 
@@ -173,6 +174,10 @@ def pipeline_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None,
 
     if data.get("executor") not in (None, *EXECUTORS) and not isinstance(data.get("executor"), Mapping):
         problems.append(f"`executor:` must be one of {', '.join(EXECUTORS)}, got {data.get('executor')!r}")
+    from ladder.pipeline import MERGE_STRATEGIES
+
+    if data.get("merge") not in (None, *MERGE_STRATEGIES):
+        problems.append(f"`merge:` must be one of {', '.join(MERGE_STRATEGIES)}, got {data.get('merge')!r}")
     if problems:
         raise ValidationError(problems)
     evals = {k: _resolve_data(v, base_dir) for k, v in (data.get("evals") or {}).items()}
@@ -189,6 +194,7 @@ def pipeline_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None,
         options=data.get("options"),
         recipe={**dict(data), "source": source} if source else dict(data),
         executor=data.get("executor"),
+        merge=data.get("merge"),
     )
 
 

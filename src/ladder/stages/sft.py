@@ -45,6 +45,11 @@ class SFTStageConfig(TrainingSettings):
     assistant_only_loss: bool = setting(
         True, validator=attrs.validators.instance_of(bool), help="loss on assistant tokens only"
     )
+    packing: bool = setting(
+        False, validator=attrs.validators.instance_of(bool),
+        help="pack rows into max_length blocks (TRL's best-fit decreasing, padding-free): no padding, each row "
+        "attends only to itself, labels (assistant-only) kept; per_device_train_batch_size then counts blocks",
+    )
     chat_template: str | None = setting(
         None, help="chat template (text, or a .jinja file) with {% generation %} markers, to override", path="text"
     )
@@ -87,7 +92,8 @@ class SFT(BaseStage):
         from ladder.training.args import trainer_args_from
         from ladder.training.chat_format import eos_token_ids, training_chat_template, warn_if_end_of_turn_untrained
         from ladder.training.lora import peft_config_for
-        from ladder.training.models import load_model, load_tokenizer
+        from ladder.training.models import load_tokenizer
+        from ladder.training.modes import load_training_model, uses_adapter
 
         cfg: SFTStageConfig = self.config
         rows, label, problems, indices = self._indexed_rows()
@@ -104,12 +110,15 @@ class SFT(BaseStage):
         rows, data_checks = enforce_rows(tokenizer, rows, indices, source=label, lengths_of=chat_lengths,
                                          limit=cfg.max_length, policy=cfg.overlength, template=template)
         eos_ids = eos_token_ids(tokenizer, template)  # before TRL may swap the tokenizer's eos
-        model = load_model(checkpoint, ctx.options)
-        if cfg.finetuning == "lora":
+        model = load_training_model(checkpoint, ctx, cfg)
+        if uses_adapter(cfg):
             trains_embeddings = bool({"lm_head", "embed_tokens"} & set(cfg.lora.modules_to_save))
             warn_if_end_of_turn_untrained(model, tokenizer, trains_embeddings=trains_embeddings)
+        # Packing: best-fit decreasing into max_length blocks, padding-free; the labels (assistant-only)
+        # are built per row before packing, and each row attends to itself only (position_ids).
+        packing = {"packing": True, "packing_strategy": "bfd"} if cfg.packing else {}
         args = SFTConfig(**trainer_args_from(ctx, cfg, dataset_num_proc=None, max_length=cfg.max_length,
-                                             assistant_only_loss=cfg.assistant_only_loss))
+                                             assistant_only_loss=cfg.assistant_only_loss, **packing))
         trainer = SFTTrainer(
             model=model,
             args=args,

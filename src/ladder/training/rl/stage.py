@@ -138,7 +138,8 @@ class RLStage(BaseStage):
         from ladder.training.args import trainer_args_from
         from ladder.training.chat_format import chat_template_for, input_eos_ids
         from ladder.training.lora import peft_config_for
-        from ladder.training.models import load_model, load_tokenizer
+        from ladder.training.models import load_tokenizer
+        from ladder.training.modes import load_training_model
 
         cfg: RLStageConfig = self.config
         algo = self.algorithm
@@ -176,7 +177,7 @@ class RLStage(BaseStage):
         rows, data_checks = enforce_rows(tokenizer, rows, indices, source=label, lengths_of=prompt_lengths,
                                          limit=cfg.max_prompt_length, policy=cfg.overlength, template=template,
                                          setting="max_prompt_length", what="prompt", can_truncate=False)
-        model = load_model(checkpoint, ctx.options)
+        model = load_training_model(checkpoint, ctx, cfg)
         eos_ids = input_eos_ids(checkpoint, model, tokenizer, template)
         # Rollouts must stop at the end of the assistant's turn, not only at the document EOS (a
         # base model's generation config often names <|endoftext|> alone); TRL reads this.
@@ -186,7 +187,8 @@ class RLStage(BaseStage):
         args = config_class(**trainer_args_from(
             ctx, cfg, num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
             temperature=cfg.temperature, beta=cfg.beta, steps_per_generation=cfg.steps_per_generation,
-            reward_weights=weights, use_vllm=use_vllm, vllm_mode=cfg.vllm_mode))
+            reward_weights=weights, use_vllm=use_vllm, vllm_mode=cfg.vllm_mode,
+            **{name: getattr(cfg, name) for name in type(cfg).trl_fields}))
         watch = ZeroSpreadWatch(num_generations=int(args.num_generations or cfg.num_generations), algorithm=algo.name)
         trainer = trainer_class(
             model=model,
