@@ -313,6 +313,8 @@ CODE = ["```python\nx = 42\n```", "```python\nx = 2\n```"]
 @pytest.mark.parametrize("conversational", [False, True], ids=["standard", "conversational"])
 @pytest.mark.parametrize("name", sorted(registry.names()))
 def test_every_builtin_drops_into_trl(name: str, conversational: bool) -> None:
+    if name == "math_verify":
+        pytest.importorskip("math_verify")  # the optional `math` extra
     reward = registry.get(name)
     texts = CODE if name == "python_tests" else GOOD
     if conversational:
@@ -331,6 +333,7 @@ def test_every_builtin_drops_into_trl(name: str, conversational: bool) -> None:
         "regex_match": [1.0, 0.0],
         "contains": [1.0, 0.0],
         "python_tests": [1.0, 0.0],
+        "math_verify": [1.0, 1.0],  # 42 = 42; "B" = "B" as symbols
     }[name]
     assert scores == pytest.approx(expected, nan_ok=True)
     # the checked wrapper behaves identically under the same call
