@@ -14,13 +14,9 @@ from ladder.checkpoint import Checkpoint
 from ladder.registry import rewards
 from ladder.rewards import completion_text
 from ladder.stage import StageContext
+from tests.integration.crash_pipeline import SFT_ROWS
 
 FAST = {"activation_checkpointing": False}
-SFT_ROWS = [
-    {"instruction": f"What is {a} + {b}?", "input": "", "output": f"{a} + {b} = {a + b}. <answer>{a + b}</answer>"}
-    for a in range(4)
-    for b in range(4)
-]
 PAIRS = [
     {"prompt": f"Question {i}: tell me about apples.", "chosen": "Yes. Good answer.", "rejected": "No. Bad answer."}
     for i in range(24)
@@ -235,3 +231,49 @@ def test_packing_keeps_assistant_only_labels_and_per_row_attention(tiny_model: P
             n = sum(1 for x in labels[1:] if x != -100)
             sums, count = sums + out.loss.item() * n, count + n
     assert abs(packed_loss.item() - sums / count) < 1e-4
+
+
+def test_a_reward_model_loads_a_policy_chain_under_its_classifier_head(final_run) -> None:
+    """An rm stage after adapter stages (merge: final) starts from the policy chain loaded as a
+    sequence classifier: the same backbone the merged policy has, with the new scalar head."""
+    import attrs
+    import torch
+
+    from ladder.training.models import load_model, load_tokenizer
+
+    result, _ = final_run
+    chain = result.checkpoints["dpo"]
+    policy = load_model(chain)
+    classifier = load_model(attrs.evolve(chain, kind="reward"), kind="reward")
+    assert classifier.config.pad_token_id == load_tokenizer(chain).pad_token_id
+    ids = load_tokenizer(chain)(["What is 2 + 3?"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        want = policy.model(input_ids=ids).last_hidden_state
+        got = classifier.model(input_ids=ids).last_hidden_state
+    assert (want - got).abs().max().item() <= 1e-5
+
+
+def test_merge_final_publishes_a_reward_model_trained_on_a_policy_chain(tiny_model: Path, tmp_path: Path) -> None:
+    from ladder.evaluate import reward_model_accuracy
+    from ladder.training.models import load_model, load_tokenizer
+
+    stages = [
+        SFT(dataset=SFT_ROWS, max_steps=2, learning_rate=5e-3, save_steps=0, trainer_kwargs=FAST),
+        RewardModel(dataset=PAIRS, heldout_fraction=0.25, max_steps=3, learning_rate=5e-3,
+                    per_device_train_batch_size=4, save_steps=0, trainer_kwargs=FAST),
+    ]
+    result = Pipeline(stages, model=tiny_model, run_dir=tmp_path / "run", merge="final", probes=False).run()
+    assert not list((tmp_path / "run").glob("0*/model"))
+    assert result.final.kind == "reward" and json.loads(
+        (Path(result.final.path) / "config.json").read_text())["architectures"] == ["Qwen2ForSequenceClassification"]
+    # The chain (base + SFT adapter + RM adapter and head) scores the stage's held-out pairs as the
+    # trained model did, and the merged classifier as the chain does.
+    from ladder.data.preference import normalize_preference_rows, split_heldout
+
+    sm = json.loads((tmp_path / "run" / "02-rm" / "metrics.json").read_text())["stage_metrics"]
+    _, heldout = split_heldout(normalize_preference_rows(PAIRS, "pairs")[0], 0.25, seed=0)
+    tokenizer = load_tokenizer(result.final)
+    chained = reward_model_accuracy(load_model(result.checkpoints["rm"], kind="reward"), tokenizer, heldout)
+    merged = reward_model_accuracy(load_model(result.final, kind="reward"), tokenizer, heldout)
+    assert chained == pytest.approx(sm["heldout_after"], abs=1e-4) and merged == pytest.approx(chained, abs=1e-4)
+    assert sm["heldout_after"]["n"] == len(heldout) > 0 and sm["disk_bytes"] > 0

@@ -22,7 +22,7 @@ ROWS = [{"instruction": "Say hi", "input": "", "output": "Hi."}]
     ("settings", "expected"),
     [
         ({"finetuning": "qlora"}, "finetuning: qlora needs a CUDA GPU"),
-        ({"use_liger_kernel": True}, "use_liger_kernel: Liger's kernels are Triton kernels for CUDA GPUs"),
+        ({"use_liger_kernel": True}, "use_liger_kernel: true needs a CUDA GPU (Liger's kernels are Triton kernels)"),
         ({"attn_implementation": "flash_attention_2"}, "attn_implementation: flash_attention_2 needs a CUDA GPU"),
     ],
 )

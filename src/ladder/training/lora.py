@@ -70,14 +70,19 @@ def apply_adapters(model: Any, adapters: Sequence[str], *, verify_texts: Sequenc
         StageError: an adapter folder cannot be read.
         MergeVerificationError: a merge does not reproduce its adapter's outputs.
     """
-    from peft import PeftModel
+    from peft import PeftConfig, PeftModel
 
     from ladder.errors import StageError
 
     diffs: list[float] = []
     for adapter in adapters:
         try:
-            peft_model = PeftModel.from_pretrained(model, str(adapter))
+            config = PeftConfig.from_pretrained(str(adapter))
+            if config.task_type == "CAUSAL_LM" and not hasattr(model, "prepare_inputs_for_generation"):
+                # A policy's adapter under a reward model's classifier head (an rm stage after adapter
+                # stages): the generic PeftModel applies it to the shared backbone.
+                config.task_type = None
+            peft_model = PeftModel.from_pretrained(model, str(adapter), config=config)
         except (OSError, ValueError) as exc:
             raise StageError(f"could not apply the adapter {str(adapter)!r}: {exc}. The checkpoint is a chain of "
                              "adapters (merge: final); re-run the stage that wrote it") from exc

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ladder.errors import ConfigError, MissingDependencyError
@@ -62,38 +63,39 @@ def _flash_attention_available(version: int) -> bool:
     return bool(check is not None and check(kernels_fallback_ok=True))
 
 
+def _gpu_and_package(device: str, what: str, why: str, fix: str,
+                     missing: Callable[[], Exception | None]) -> list[tuple[str, Exception]]:
+    """A setting that needs a CUDA GPU and a package: its unmet need here, as ``(message, error)``."""
+    if not device.startswith("cuda"):
+        message = f"{what} needs a CUDA GPU ({why}), and this machine has {device}; {fix}"
+        return [(message, ConfigError(message))]
+    error = missing()
+    return [] if error is None else [(f"{what}: {error}", error)]
+
+
 def _problems(settings: Any, device: str) -> list[tuple[str, Exception]]:
     """``(message, the error to raise)`` for every requirement ``settings`` has that is not met here."""
-    cuda = device.startswith("cuda")
     found: list[tuple[str, Exception]] = []
-    finetuning = getattr(settings, "finetuning", "lora")
-    if finetuning == "qlora":
-        if not cuda:
-            message = (f"finetuning: qlora needs a CUDA GPU (bitsandbytes' 4-bit kernels), and this machine has "
-                       f"{device}; use finetuning: lora here, or run the stage on a GPU (executor: modal)")
-            found.append((message, ConfigError(message)))
-        elif not _installed("bitsandbytes"):
-            error = MissingDependencyError("bitsandbytes (for finetuning: qlora)", extra="quant")
-            found.append((f"finetuning: qlora: {error}", error))
+    if getattr(settings, "finetuning", "lora") == "qlora":
+        found += _gpu_and_package(
+            device, "finetuning: qlora", "bitsandbytes' 4-bit kernels",
+            "use finetuning: lora here, or run the stage on a GPU (executor: modal)",
+            lambda: None if _installed("bitsandbytes") else MissingDependencyError(
+                "bitsandbytes (for finetuning: qlora)", extra="quant"))
     if getattr(settings, "use_liger_kernel", False):
-        if not cuda:
-            message = (f"use_liger_kernel: Liger's kernels are Triton kernels for CUDA GPUs, and this machine has "
-                       f"{device}; set use_liger_kernel: false here")
-            found.append((message, ConfigError(message)))
-        elif not _installed("liger_kernel"):
-            error = MissingDependencyError("liger-kernel (for use_liger_kernel: true)", package="liger-kernel")
-            found.append((f"use_liger_kernel: {error}", error))
+        found += _gpu_and_package(
+            device, "use_liger_kernel: true", "Liger's kernels are Triton kernels", "set use_liger_kernel: false here",
+            lambda: None if _installed("liger_kernel") else MissingDependencyError(
+                "liger-kernel (for use_liger_kernel: true)", package="liger-kernel"))
     attn = getattr(settings, "attn_implementation", None)
     if attn in _FLASH:
         version, install = _FLASH[attn]
-        if not cuda:
-            message = (f"attn_implementation: {attn} needs a CUDA GPU, and this machine has {device}; use sdpa "
-                       "(or leave attn_implementation unset)")
-            found.append((message, ConfigError(message)))
-        elif not _flash_attention_available(version):
-            message = (f"attn_implementation: {attn} needs FlashAttention {version}: {install} (or pip install "
-                       "kernels, which fetches it from the hub); or use sdpa")
-            found.append((message, ConfigError(message)))
+        found += _gpu_and_package(
+            device, f"attn_implementation: {attn}", f"FlashAttention {version}",
+            "use sdpa (or leave attn_implementation unset)",
+            lambda: None if _flash_attention_available(version) else ConfigError(
+                f"FlashAttention {version} is not installed: {install} (or pip install kernels, which fetches it "
+                "from the hub); or use sdpa"))
     elif isinstance(attn, str) and "/" in attn and not _installed("kernels"):
         error = MissingDependencyError(f"kernels (for attn_implementation: {attn})", package="kernels")
         found.append((f"attn_implementation: {error}", error))
@@ -174,17 +176,17 @@ def merged_input(checkpoint: Checkpoint, ctx: Any) -> Checkpoint:
 
 
 def load_training_model(checkpoint: Checkpoint, ctx: Any, settings: Any, *, kind: str = "policy",
-                        num_labels: int = 1) -> PreTrainedModel:
+                        num_labels: int = 1, on_disk: bool = False) -> PreTrainedModel:
     """The model a stage trains, as its settings ask (:func:`~ladder.training.models.load_model` with ``settings``).
 
     First checks what the settings need of this machine (a GPU for QLoRA, Liger or FlashAttention;
     their packages) and raises the first unmet need (:func:`require_machine`).
-    Under ``finetuning: full`` or ``qlora`` a chain-of-adapters input is merged to disk first
-    (:func:`merged_input`).
+    Under ``finetuning: full`` or ``qlora``, or with ``on_disk`` (vLLM rollouts load the model's
+    path), a chain-of-adapters input is merged to disk first (:func:`merged_input`).
     """
     from ladder.training.models import load_model
 
     require_machine(settings)
-    if getattr(settings, "finetuning", "lora") in ("full", "qlora"):
+    if on_disk or getattr(settings, "finetuning", "lora") in ("full", "qlora"):
         checkpoint = merged_input(checkpoint, ctx)
     return load_model(checkpoint, ctx.options, kind=kind, num_labels=num_labels, settings=settings)

@@ -177,12 +177,13 @@ class RLStage(BaseStage):
         rows, data_checks = enforce_rows(tokenizer, rows, indices, source=label, lengths_of=prompt_lengths,
                                          limit=cfg.max_prompt_length, policy=cfg.overlength, template=template,
                                          setting="max_prompt_length", what="prompt", can_truncate=False)
-        model = load_training_model(checkpoint, ctx, cfg)
+        use_vllm = resolve_use_vllm(cfg.use_vllm, cfg.vllm_mode)
+        # vLLM starts from the weights at the model's path: a chain of adapters is merged to disk for it.
+        model = load_training_model(checkpoint, ctx, cfg, on_disk=use_vllm)
         eos_ids = input_eos_ids(checkpoint, model, tokenizer, template)
         # Rollouts must stop at the end of the assistant's turn, not only at the document EOS (a
         # base model's generation config often names <|endoftext|> alone); TRL reads this.
         model.generation_config.eos_token_id = eos_ids if len(eos_ids) > 1 else eos_ids[0]
-        use_vllm = resolve_use_vllm(cfg.use_vllm, cfg.vllm_mode)
         config_class, trainer_class = algo.trl_classes()
         args = config_class(**trainer_args_from(
             ctx, cfg, num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
