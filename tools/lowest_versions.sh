@@ -80,5 +80,6 @@ EOF
 echo "== tests: $TESTS"
 cd "$ROOT"
 # HF_HUB_OFFLINE etc. are set by tests/conftest.py; the venv's ladder is this checkout (editable).
-"$VPY" -m pytest $TESTS -q -p no:cacheprovider
+# The module-size check reads source text and is the same under every version: not this script's question.
+"$VPY" -m pytest $TESTS -q -p no:cacheprovider -k "not test_no_module_is_past_400_lines"
 echo "== lowest versions: OK"
