@@ -23,7 +23,12 @@ def fingerprint_of(*parts: Any) -> str:
 
 @attrs.frozen(kw_only=True)
 class Checkpoint:
-    """A full (merged) model: where it lives and where it came from.
+    """A model: where its weights live and where it came from.
+
+    Usually a full (merged) model at ``path``. Under ``merge: final`` a stage that trained an
+    adapter keeps only the adapter, and its checkpoint is the full weights at ``path`` with
+    ``adapters`` to apply and merge, in order (:func:`ladder.training.models.load_model` does);
+    the tokenizer is then the last adapter's folder's (:attr:`tokenizer_path`).
 
     A stage never mutates its input checkpoint; it returns a new one whose ``parent`` is the
     input. Walking ``parent`` gives the lineage back to the base model.
@@ -39,6 +44,8 @@ class Checkpoint:
         chat_template: the chat template the tokenizer carries (``None`` when unknown yet).
         eos_token_ids: token ids that end a turn in generation.
         adapter_path: the LoRA adapter the stage trained, kept beside the merged model.
+        adapters: adapter folders applied, in order, to the weights at ``path`` to make this
+            model (``merge: final``); empty for a full model.
     """
 
     path: str
@@ -52,6 +59,7 @@ class Checkpoint:
     chat_template: str | None = attrs.field(default=None, repr=False)
     eos_token_ids: tuple[int, ...] = attrs.field(default=(), converter=tuple)
     adapter_path: str | None = None
+    adapters: tuple[str, ...] = attrs.field(default=(), converter=lambda v: tuple(str(a) for a in v))
 
     def __attrs_post_init__(self) -> None:
         if not self.fingerprint:
@@ -65,6 +73,11 @@ class Checkpoint:
     @property
     def is_local(self) -> bool:
         return Path(self.path).is_dir()
+
+    @property
+    def tokenizer_path(self) -> str:
+        """Where the tokenizer lives: the last adapter's folder for a chain of adapters, else ``path``."""
+        return self.adapters[-1] if self.adapters else self.path
 
     def lineage(self) -> Iterator[Checkpoint]:
         """This checkpoint, then its parent, … back to the base."""
@@ -83,6 +96,7 @@ class Checkpoint:
             "revision": self.revision,
             "eos_token_ids": list(self.eos_token_ids),
             "adapter_path": self.adapter_path,
+            **({"adapters": list(self.adapters)} if self.adapters else {}),
             "parent": None
             if self.parent is None
             else {"stage": self.parent.stage, "fingerprint": self.parent.fingerprint},
@@ -99,5 +113,6 @@ class Checkpoint:
             revision=data.get("revision"),
             eos_token_ids=tuple(data.get("eos_token_ids") or ()),
             adapter_path=data.get("adapter_path"),
+            adapters=tuple(data.get("adapters") or ()),
             parent=parent,
         )

@@ -137,9 +137,11 @@ def references(stage: Any, outputs: Mapping[str, Checkpoint]) -> dict[str, str]:
     return found
 
 
-def stage_fingerprint(stage: Any, input_fp: str, seed: int, refs: Mapping[str, str] | None = None) -> str:
+def stage_fingerprint(stage: Any, input_fp: str, seed: int, refs: Mapping[str, str] | None = None, *,
+                      merge: str = "every_stage") -> str:
     """The fingerprint of ``stage`` trained from a checkpoint whose fingerprint is ``input_fp``
-    (see the module docs); ``refs``: :func:`references`."""
+    (see the module docs); ``refs``: :func:`references`; ``merge``: the run's merge strategy
+    (a ``final`` run's stages publish adapters only, so they are other checkpoints)."""
     parts: list[Any] = [
         input_fp,
         stage.kind,
@@ -155,4 +157,6 @@ def stage_fingerprint(stage: Any, input_fp: str, seed: int, refs: Mapping[str, s
     components = component_versions(stage)
     if components:
         parts.append({"components": components})
+    if merge != "every_stage":  # every_stage fingerprints stay as they were
+        parts.append({"merge": merge})
     return fingerprint_of(*parts)

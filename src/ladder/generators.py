@@ -45,6 +45,10 @@ def load_generator(
 ) -> Generator:
     """Load a checkpoint for generation with the backend ``settings.backend`` resolves to."""
     settings = settings or GenerationSettings()
+    if getattr(checkpoint_path, "adapters", ()) and settings.backend != "transformers":
+        # vLLM loads the weights at a path; a chain of adapters (merge: final) is merged in memory.
+        logger.info("generating with transformers: %s is a chain of adapters", getattr(checkpoint_path, "stage", ""))
+        return TransformersGenerator.from_pretrained(checkpoint_path, options, settings)
     if resolve_backend(settings.backend) == "vllm":
         from ladder.vllm_generation import VLLMGenerator
 

@@ -13,6 +13,7 @@ runs/<name>/
   01-sft.tmp-XXXXXXXX/          a stage being written (TMP_INFIX), published by one rename
   01-sft.tmp-old-<pid>/         a published stage moved aside while its replacement is renamed in
   .manifest.json.tmp-XXXXXXXX   a file being written, published by one os.replace
+  final/model/                  FINAL_DIR: the one merged model of a `merge: final` run
   .trainer/<stage>-<fp>/        resumable trainer checkpoints (trainer_dir)
   .executor/<stage>-<fp>/       a worker's SPEC.json / RESULT.json / ERROR.json (executor_dir)
   report.html report.md plots/
@@ -33,6 +34,7 @@ __all__ = [
     "COMPLETE",
     "EXECUTOR_DIR",
     "LOCK",
+    "FINAL_DIR",
     "MANIFEST",
     "METRICS",
     "MODEL_DIR",
@@ -64,6 +66,8 @@ COMPLETE = "COMPLETE"
 #: What a directory or file being written carries in its name until its one publishing rename.
 TMP_INFIX = ".tmp-"
 TRAINER_DIR = ".trainer"
+#: Under ``merge: final``: the last stage's adapters merged into one model (``final/model``).
+FINAL_DIR = "final"
 EXECUTOR_DIR = ".executor"
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"

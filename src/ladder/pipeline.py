@@ -2,35 +2,37 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
-import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from ladder.atomic import atomic_dir, atomic_write_json, clean_leftovers, is_complete
+from ladder.atomic import atomic_dir, atomic_write_json, clean_leftovers
 from ladder.checkpoint import Checkpoint
 from ladder.configs import config_to_dict
 from ladder.errors import ConfigError, LadderError, StageError, ValidationError
 from ladder.executors import get_executor
 from ladder.fingerprints import base_checkpoint, references, stage_fingerprint, stage_package
 from ladder.journal import TrainerJournal
-from ladder.layout import BASE_DIR, COMPLETE, METRICS, stage_dir_name, trainer_dir
+from ladder.layout import BASE_DIR, FINAL_DIR, METRICS, stage_dir_name, trainer_dir
 from ladder.observation import Observation, load_eval_rows, merge_metrics, read_metrics
 from ladder.preflight import input_of, run_problems, structure_problems
 from ladder.redaction import redact
-from ladder.rundir import Manifest
+from ladder.rundir import Manifest, published_checkpoint, record_failure
 from ladder.runlock import RunLock, stop_on_signals
 from ladder.stage import Stage, StageContext, as_result
 from ladder.hub import push_problems, push_settings, push_stage, raise_push_failures
 from ladder.tracking import parse_report_to, require_installed, stage_options, track_stage
+from ladder.training.modes import stage_machine_problems
 
-__all__ = ["Pipeline", "RunResult"]
+__all__ = ["MERGE_STRATEGIES", "Pipeline", "RunResult"]
+
+#: What a stage publishes: a merged model (``every_stage``), or only its adapter (``final``, merged once at the end).
+MERGE_STRATEGIES = ("every_stage", "final")
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ class RunResult:
 
     run_dir: Path
     checkpoints: Mapping[str, Checkpoint]
-    final: Checkpoint
+    final: Checkpoint  # the last stage's checkpoint; under merge: final, its adapters merged (final/model)
     trained: tuple[str, ...]  # stages trained in this call (the others were reused)
     report: Path | None = None
 
@@ -65,6 +67,8 @@ class Pipeline:
         report_to: trackers (``tensorboard``, ``wandb``, ``trackio``, ``mlflow``, or a list), one
             tracked run ``<name>/<stage>`` per stage (:mod:`ladder.tracking`).
         push: stages to push to the hub once published (:class:`ladder.hub.PushSettings`).
+        merge: ``"every_stage"`` (default: each stage publishes a merged model) or ``"final"`` (adapter
+            stages keep only their adapters; the last stage's chain is merged once, into ``final/model``).
     """
 
     def __init__(
@@ -84,6 +88,7 @@ class Pipeline:
         executor: Any = None,
         report_to: Any = None,
         push: Any = None,
+        merge: str | None = None,
     ) -> None:
         self.stages = list(stages)
         self.model = str(model)
@@ -100,6 +105,9 @@ class Pipeline:
         self.executor = executor
         self.report_to = parse_report_to(report_to)
         self.push = push_settings(push)
+        self.merge = merge or "every_stage"
+        if self.merge not in MERGE_STRATEGIES:
+            raise ConfigError(f"merge must be one of {', '.join(MERGE_STRATEGIES)}, got {merge!r}")
 
     # pre-flight ----------------------------------------------------------------------------
     def _context(self, stage: Stage, index: int, **fields: Any) -> StageContext:
@@ -115,6 +123,7 @@ class Pipeline:
             "total": len(self.stages),
             "seed": self.seed,
             "options": stage_options(self.options, self.report_to, self.name),
+            "merge": self.merge,
         }
         values.update(fields)
         return StageContext(**values)
@@ -135,6 +144,7 @@ class Pipeline:
                 problems.extend(stage.validate(ctx))
             except LadderError as exc:
                 problems.append(f"stage {stage.name!r}: {exc}")
+            problems.extend(stage_machine_problems(stage, self.executor))
         problems.extend(self._eval_problems())
         problems.extend(push_problems(self.push, self.stages))
         if problems:
@@ -154,7 +164,7 @@ class Pipeline:
         """Input checkpoint + stage type/name/config + data content + versions (of ladder, the
         stage's package and the packages of the rewards it names) + seed + ``references``
         (:meth:`references`); see :mod:`ladder.fingerprints`."""
-        return stage_fingerprint(stage, input_fp, self.seed, references)
+        return stage_fingerprint(stage, input_fp, self.seed, references, merge=self.merge)
 
     @staticmethod
     def references(stage: Stage, outputs: Mapping[str, Checkpoint]) -> dict[str, str]:
@@ -187,7 +197,8 @@ class Pipeline:
             self.run_dir,
             run_name=self.name,
             recipe=self.recipe,
-            settings={"seed": self.seed, "options": self.options, "generation": self.generation},
+            settings={"seed": self.seed, "options": self.options, "generation": self.generation,
+                      **({"merge": self.merge} if self.merge != "every_stage" else {})},
             base=base.to_dict(),
             stages=[
                 {
@@ -223,7 +234,7 @@ class Pipeline:
                 fp = self.fingerprint(stage, checkpoint.fingerprint, self.references(stage, outputs))
                 final_dir = self.run_dir / stage_dir_name(i, stage.name)
                 trainer = trainer_dir(self.run_dir, stage.name, fp)
-                reused = None if rerun else self._reuse(final_dir, fp, checkpoint)
+                reused = None if rerun else published_checkpoint(final_dir, fp, checkpoint)
                 if rerun or reused is not None:
                     # Forced: train from scratch, not from a crashed attempt's trainer checkpoints.
                     # Reused: state left by a crash between publication and clean-up.
@@ -246,15 +257,22 @@ class Pipeline:
                     track_stage(self.report_to, self.name, "base", base.fingerprint, self.run_dir / BASE_DIR)
                 trained.append(stage.name)
                 self._push(stage.name, manifest, push_failures)
+            current, final = FINAL_DIR, outputs[self.stages[-1].name]
+            if self.merge == "final" and final.adapters:  # the last stage's adapters, merged once
+                from ladder.final_model import write_final_model
+
+                final = write_final_model(self.run_dir, final, self.options, manifest,
+                                          reused=published_checkpoint(self.run_dir / FINAL_DIR, final.fingerprint,
+                                                                      final.parent))
         except BaseException as exc:
-            self._record_failure(manifest, current, exc, progress)
+            record_failure(manifest, current, exc, progress, is_stage=any(s.name == current for s in self.stages),
+                           write_report=self._write_report)
             if isinstance(exc, (LadderError, KeyboardInterrupt, SystemExit)) or not isinstance(exc, Exception):
                 raise
             raise StageError(f"stage {current!r} failed: {type(exc).__name__}: {exc}") from exc
         manifest.finish("complete")
         report = self._write_report()
         raise_push_failures(self.run_dir, push_failures)
-        final = outputs[self.stages[-1].name]
         return RunResult(self.run_dir, outputs, final, tuple(trained), report)
 
     def _push(self, name: str, manifest: Manifest, failures: list[str]) -> None:
@@ -263,42 +281,6 @@ class Pipeline:
         if record is not None:
             manifest.update_stage(name, push=record)
             failures.extend([f"{name}: {record['error']}"] if "error" in record else [])
-
-    def _record_failure(self, manifest: Manifest, current: str, exc: BaseException, progress: Any) -> None:
-        """Record why the run stopped: in the manifest, on the display, in the report.
-
-        Each step is on its own: one that fails (a full disk, a broken display) is logged and the
-        next still runs, and the caller re-raises ``exc``, the error that stopped the run, never
-        one raised while recording it. An interruption (SIGTERM, Ctrl-C) is recorded as
-        ``interrupted``: the trainer checkpoints stay, and the same command resumes.
-        """
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        error = f"{type(exc).__name__}: {exc}" if status == "failed" else str(exc) or "interrupted"
-        trace = traceback.format_exc(limit=20)
-        steps: list[tuple[str, Any]] = []
-        if any(s.name == current for s in self.stages):
-            steps.append(("the stage's status", lambda: manifest.update_stage(
-                current, status=status, error=error, traceback=trace, finished_at=time.time())))
-        steps.append(("the run's status", lambda: manifest.finish(status, error=f"stage {current!r} {status}: {error}")))
-        if progress is not None:
-            steps.append(("the display", lambda: progress.stage_finished(current, status, None, None)))
-        steps.append(("the report", self._write_report))
-        for what, step in steps:
-            try:
-                step()
-            except Exception:
-                logger.warning("stage %r %s, and recording %s failed too", current, status, what, exc_info=True)
-
-    def _reuse(self, final_dir: Path, fp: str, parent: Checkpoint) -> Checkpoint | None:
-        if not is_complete(final_dir):
-            return None
-        try:
-            marker = json.loads((final_dir / COMPLETE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        if marker.get("fingerprint") != fp or "checkpoint" not in marker:
-            return None
-        return Checkpoint.from_dict(marker["checkpoint"], parent=parent)
 
     def _run_stage(self, stage: Stage, checkpoint: Checkpoint, ctx: StageContext, manifest: Manifest,
                    observation: Observation, progress: Any) -> Checkpoint:
@@ -381,4 +363,5 @@ def _relocate(ckpt: Checkpoint, work: Path, final: Path) -> Checkpoint:
         except ValueError:
             return p
 
-    return attrs.evolve(ckpt, path=move(ckpt.path), adapter_path=move(ckpt.adapter_path))
+    return attrs.evolve(ckpt, path=move(ckpt.path), adapter_path=move(ckpt.adapter_path),
+                        adapters=tuple(move(a) for a in ckpt.adapters))

@@ -44,6 +44,7 @@ TOP_LEVEL_KEYS = {
     "executor": "where stages run: local (default), accelerate, modal",
     "report_to": "experiment trackers: tensorboard, wandb, trackio, mlflow, or a list (default: none)",
     "push": "push stages to the hub once published: {repo_id: org/name, stages: final|all|[names], private, ...}",
+    "merge": "every_stage (default: each stage publishes a merged model) or final (adapters only; one merge at the end)",
 }
 _STAGE_KEYS = ("stage", "name", "input", "gpu", "executor")
 
@@ -235,6 +236,10 @@ def pipeline_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None,
             parse(data.get(key))
         except ConfigError as exc:
             problems.append(str(exc))
+    from ladder.pipeline import MERGE_STRATEGIES
+
+    if data.get("merge") not in (None, *MERGE_STRATEGIES):
+        problems.append(f"`merge:` must be one of {', '.join(MERGE_STRATEGIES)}, got {data.get('merge')!r}")
     if problems:
         raise ValidationError(problems)
     evals = {k: _resolve_data(v, base_dir) for k, v in (data.get("evals") or {}).items()}
@@ -254,6 +259,7 @@ def pipeline_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None,
         executor=data.get("executor"),
         report_to=data.get("report_to"),
         push=data.get("push"),
+        merge=data.get("merge"),
     )
 
 

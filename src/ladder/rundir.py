@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import platform
 import re
 import time
+import traceback
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
@@ -12,12 +15,15 @@ from typing import Any
 
 import attrs
 
-from ladder.atomic import atomic_write_json
+from ladder.atomic import atomic_write_json, is_complete
+from ladder.checkpoint import Checkpoint
 from ladder.errors import ConfigError
-from ladder.layout import MANIFEST, TMP_INFIX, stage_dir_name
+from ladder.layout import COMPLETE, MANIFEST, TMP_INFIX, stage_dir_name
 from ladder.redaction import redact
 
-__all__ = ["Manifest", "versions", "redact", "safe_name", "stage_dir_name"]
+__all__ = ["Manifest", "published_checkpoint", "record_failure", "redact", "safe_name", "stage_dir_name", "versions"]
+
+logger = logging.getLogger(__name__)
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -103,3 +109,44 @@ class Manifest:
     def save(self) -> None:
         self.data["updated_at"] = time.time()
         atomic_write_json(self.path, redact(self.data))  # every credential, wherever it is, stays out
+
+
+def published_checkpoint(final_dir: Path, fp: str, parent: Checkpoint | None) -> Checkpoint | None:
+    """The checkpoint published complete at ``final_dir`` with fingerprint ``fp``, or ``None``."""
+    if not is_complete(final_dir):
+        return None
+    try:
+        marker = json.loads((final_dir / COMPLETE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if marker.get("fingerprint") != fp or "checkpoint" not in marker:
+        return None
+    return Checkpoint.from_dict(marker["checkpoint"], parent=parent)
+
+
+def record_failure(manifest: Manifest, current: str, exc: BaseException, progress: Any, *, is_stage: bool,
+                   write_report: Any) -> None:
+    """Record why the run stopped: in the manifest, on the display (``progress``), in the report.
+
+    Each step is on its own: one that fails (a full disk, a broken display) is logged and the
+    next still runs, and the caller re-raises ``exc``, the error that stopped the run, never
+    one raised while recording it. An interruption (SIGTERM, Ctrl-C) is recorded as
+    ``interrupted``: the trainer checkpoints stay, and the same command resumes. ``is_stage``:
+    ``current`` names a stage (not the final merge); ``write_report``: writes the run's report.
+    """
+    status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+    error = f"{type(exc).__name__}: {exc}" if status == "failed" else str(exc) or "interrupted"
+    trace = traceback.format_exc(limit=20)
+    steps: list[tuple[str, Any]] = []
+    if is_stage:
+        steps.append(("the stage's status", lambda: manifest.update_stage(
+            current, status=status, error=error, traceback=trace, finished_at=time.time())))
+    steps.append(("the run's status", lambda: manifest.finish(status, error=f"stage {current!r} {status}: {error}")))
+    if progress is not None:
+        steps.append(("the display", lambda: progress.stage_finished(current, status, None, None)))
+    steps.append(("the report", write_report))
+    for what, step in steps:
+        try:
+            step()
+        except Exception:
+            logger.warning("stage %r %s, and recording %s failed too", current, status, what, exc_info=True)

@@ -46,6 +46,7 @@ from ladder.training.chat_format import chat_template_for, eos_token_ids, input_
 from ladder.training.fit import Fitted, fit
 from ladder.training.lora import peft_config, peft_config_for
 from ladder.training.models import load_model, load_tokenizer
+from ladder.training.modes import load_training_model
 from ladder.training.publish import Published, publish
 
 __all__ = [
@@ -68,6 +69,7 @@ __all__ = [
     "content_hash",
     # models and chat format
     "load_model",
+    "load_training_model",
     "load_tokenizer",
     "chat_template_for",
     "training_chat_template",

@@ -34,6 +34,8 @@ import attrs
 from ladder.configs import bind_config, config_to_dict, describe_settings, fingerprint_config
 
 __all__ = [
+    "ATTN_IMPLEMENTATIONS",
+    "FINETUNING",
     "PATH_KINDS",
     "LoraSettings",
     "TrainingSettings",
@@ -55,7 +57,13 @@ PATH_KINDS = ("file", "dir", "any", "text")
 #: A ``path="text"`` setting whose value ends with one of these names a file to read.
 TEXT_FILE_SUFFIXES = (".jinja", ".j2", ".jinja2", ".txt", ".md")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-FINETUNING = ("lora", "full")
+#: ``lora``: an adapter on the 16-bit (or fp32) weights; ``full``: every weight; ``qlora``: an
+#: adapter on a 4-bit NF4 copy of the weights (bitsandbytes, CUDA), merged onto the 16-bit weights.
+FINETUNING = ("lora", "full", "qlora")
+#: The attention implementations ``from_pretrained`` accepts for training (transformers 5); a hub
+#: kernel repository (``kernels-community/flash-attn2``) is accepted too.
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flash_attention_4",
+                        "flex_attention")
 _NOTHING = attrs.NOTHING
 
 
@@ -136,6 +144,15 @@ class LoraSettings:
     modules_to_save: tuple[str, ...] = setting(
         (), converter=tuple, help="modules trained fully and saved (e.g. embed_tokens, lm_head)"
     )
+    use_dora: bool = setting(
+        False, validator=attrs.validators.instance_of(bool),
+        help="DoRA: a learned magnitude per output beside the low-rank direction (slower steps, often closer to "
+        "full fine-tuning)",
+    )
+    use_rslora: bool = setting(
+        False, validator=attrs.validators.instance_of(bool),
+        help="rank-stabilised LoRA: scale by alpha/sqrt(r) instead of alpha/r (keeps high ranks learning)",
+    )
 
 
 def _lora(value: Any) -> LoraSettings:
@@ -150,6 +167,17 @@ def _int_steps(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
 
 
 _gt0 = attrs.validators.gt(0)
+
+
+def _attn_implementation(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is None or value in ATTN_IMPLEMENTATIONS:
+        return
+    if isinstance(value, str) and value.count("/") == 1 and all(value.split("/")):  # a hub kernel repository
+        return
+    raise ValueError(
+        f"'{attribute.name}' must be one of {', '.join(ATTN_IMPLEMENTATIONS)}, a hub kernel repository "
+        f"(org/name), or null for the model's default; got {value!r}"
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -168,10 +196,21 @@ class TrainingSettings:
     finetuning: str = setting(
         "lora",
         validator=attrs.validators.in_(FINETUNING),
-        help="lora (train an adapter, then merge it) or full (train every weight)",
+        help="lora (train an adapter), full (train every weight) or qlora (an adapter on a 4-bit NF4 copy of "
+        "the weights; needs a CUDA GPU and bitsandbytes)",
     )
     lora: LoraSettings = setting(
-        factory=LoraSettings, converter=_lora, help="LoRA settings: r, alpha, dropout, target_modules, modules_to_save"
+        factory=LoraSettings, converter=_lora,
+        help="LoRA settings: r, alpha, dropout, target_modules, modules_to_save, use_dora, use_rslora",
+    )
+    attn_implementation: str | None = setting(
+        None, validator=_attn_implementation,
+        help="attention kernel the model loads with: eager, sdpa, flash_attention_2/3/4 (CUDA, flash-attn), "
+        "flex_attention, or a hub kernel (org/name); null: the model's default",
+    )
+    use_liger_kernel: bool = setting(
+        False, validator=attrs.validators.instance_of(bool),
+        help="Liger's Triton kernels for the model's layers (CUDA, pip install liger-kernel)",
     )
     learning_rate: float = setting(2e-4, validator=_gt0, help="peak learning rate")
     num_train_epochs: float = setting(1.0, validator=_gt0, help="epochs over the data")

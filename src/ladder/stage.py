@@ -138,6 +138,8 @@ class StageContext:
         fingerprint: this stage's fingerprint.
         on_log: called with the trainer's log dicts (progress display, curves).
         options: run-wide settings (device, dtype, trust_remote_code, use_safetensors…).
+        merge: the run's merge strategy: ``"every_stage"`` (publish a merged model per stage) or
+            ``"final"`` (an adapter stage keeps only its adapter; one merge at the end).
     """
 
     run_dir: Path = attrs.field(converter=Path)
@@ -153,6 +155,7 @@ class StageContext:
     fingerprint: str = ""
     on_log: Callable[[dict[str, Any]], None] | None = attrs.field(default=None, eq=False)
     options: Mapping[str, Any] = attrs.field(factory=dict)
+    merge: str = "every_stage"
 
     def log(self, record: dict[str, Any]) -> None:
         """Append a training log record to ``trainer_log.jsonl`` and forward it to ``on_log``."""

@@ -110,7 +110,7 @@ def test_modal_objects_are_built_from_the_description(recipe: Path) -> None:
     assert app.name == "ladder-three" and set(functions) == set(description["functions"])
     for name, fn in functions.items():
         want = description["functions"][name]
-        spec = fn._spec_
+        spec = _raw(fn)._spec  # the unwrapped function's spec, in every modal 1.x (1.6 adds `_spec_`)
         assert spec.gpus == want["gpu"]
         assert {mount: vol.name for mount, vol in spec.volumes.items()} == {"/vol": "ladder-ci"}
         assert [s._name for s in map(_raw, spec.secrets)] == ["hf-token"]
@@ -118,7 +118,7 @@ def test_modal_objects_are_built_from_the_description(recipe: Path) -> None:
         assert cells["timeout"] == 7200 and cells["retry_policy"].retries == 3
         assert cells["retry_policy"].initial_delay_ms == 10_000
     # one image for all stages: pinned dependencies, then ladder from its source folder
-    lines = _dockerfile(next(iter(functions.values()))._spec_.image)
+    lines = _dockerfile(_raw(next(iter(functions.values())))._spec.image)
     assert lines[0].startswith(f"FROM python:{sys.version_info.major}.{sys.version_info.minor}")
     pip = next(line for line in lines if "pip install" in line and "torch==" in line)
     assert f"transformers=={md.version('transformers')}" in pip and f"trl=={md.version('trl')}" in pip

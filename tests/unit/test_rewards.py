@@ -317,6 +317,8 @@ def test_every_builtin_drops_into_trl(name: str, conversational: bool) -> None:
         from tests.unit.sandbox_support import require_sandbox
 
         require_sandbox()
+    elif name == "math_verify":
+        pytest.importorskip("math_verify")  # the optional `math` extra
     reward = registry.get(name)
     texts = CODE if name == "python_tests" else GOOD
     if conversational:
@@ -335,6 +337,7 @@ def test_every_builtin_drops_into_trl(name: str, conversational: bool) -> None:
         "regex_match": [1.0, 0.0],
         "contains": [1.0, 0.0],
         "python_tests": [1.0, 0.0],
+        "math_verify": [1.0, 1.0],  # 42 = 42; "B" = "B" as symbols
     }[name]
     assert scores == pytest.approx(expected, nan_ok=True)
     # the checked wrapper behaves identically under the same call

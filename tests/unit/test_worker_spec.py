@@ -55,7 +55,8 @@ def test_spec_rebuilds_the_same_stage_with_nested_settings(tmp_path: Path) -> No
     )
     spec = _roundtrip(stage_spec(stage, Checkpoint.base("/models/x"), _ctx(tmp_path)))
     assert spec["config"]["lora"] == {
-        "r": 4, "alpha": 8, "dropout": 0.05, "target_modules": "all-linear", "modules_to_save": ["lm_head"]
+        "r": 4, "alpha": 8, "dropout": 0.05, "target_modules": "all-linear", "modules_to_save": ["lm_head"],
+        "use_dora": False, "use_rslora": False,
     }
     assert spec["config"]["dataset"] == ROWS[:10]  # small in-memory datasets travel inline
     rebuilt = stage_from_spec(spec)

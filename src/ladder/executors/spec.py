@@ -261,6 +261,7 @@ def stage_spec(
             "seed": ctx.seed,
             "fingerprint": ctx.fingerprint,
             "options": _plain(dict(ctx.options), "options"),
+            "merge": getattr(ctx, "merge", "every_stage"),
             "checkpoints": {name: checkpoint_chain(c) for name, c in ctx.checkpoints.items()},
         },
     }
@@ -361,5 +362,6 @@ def context_from_spec(spec: Mapping[str, Any]) -> StageContext:
         seed=int(c.get("seed", 0)),
         fingerprint=str(c.get("fingerprint", "")),
         options=dict(c.get("options") or {}),
+        merge=str(c.get("merge") or "every_stage"),
         checkpoints={name: checkpoint_from_chain(chain) for name, chain in (c.get("checkpoints") or {}).items()},
     )

@@ -7,7 +7,8 @@ message lists, dataset columns arrive as keyword arguments (one value per comple
 
 Built-ins (registered under the ``ladder.rewards`` entry-point group, like any plugin):
 ``exact_match``, ``multiple_choice``, ``tag_format``, ``length_penalty``, ``regex_match``,
-``contains``, ``python_tests``; ``make_*`` factories build configured variants.
+``contains``, ``python_tests``, ``math_verify`` (needs ``pip install 'ladder[math]'``); ``make_*``
+factories build configured variants.
 :func:`resolve_rewards` turns recipe names and weights into checked functions. Importing this
 package is cheap: pure Python, no torch.
 """
@@ -39,6 +40,7 @@ from ladder.rewards.code import (
     run_python_tests,
 )
 from ladder.rewards.format import make_tag_format, tag_format
+from ladder.rewards.math import math_verify
 from ladder.rewards.text import (
     contains,
     length_penalty,
@@ -75,6 +77,7 @@ __all__ = [  # noqa: RUF022 - grouped by purpose
     "regex_match",
     "contains",
     "python_tests",
+    "math_verify",
     # factories and helpers
     "make_tag_format",
     "make_length_penalty",

@@ -1,9 +1,9 @@
-"""Direct preference optimisation (DPO) on TRL's ``DPOTrainer`` with a LoRA, merged and verified.
+"""Direct preference optimisation (DPO) on TRL's ``DPOTrainer`` (LoRA, QLoRA or full), merged and verified.
 
 Teaches preference: between two answers to the same prompt, make the chosen one more likely
 relative to the input checkpoint (the reference policy). A new LoRA is trained on the merged
 input model; the reference is that same model with the adapter disabled, so no second copy of
-the weights is loaded. The chat template is the input checkpoint's, unchanged.
+the weights is loaded (under ``finetuning: full`` TRL keeps a frozen copy as the reference). The chat template is the input checkpoint's, unchanged.
 
 Held-out pairs (a seeded ``heldout_fraction`` of the data, or ``eval_dataset``) are scored
 before and after training: DPO's implicit-reward accuracy and margin, and the reference-free
@@ -154,7 +154,8 @@ class DPO(BaseStage):
         from ladder.training.args import trainer_args_from
         from ladder.training.chat_format import chat_template_for, input_eos_ids
         from ladder.training.lora import peft_config_for
-        from ladder.training.models import load_model, load_tokenizer
+        from ladder.training.models import load_tokenizer
+        from ladder.training.modes import load_training_model
 
         cfg: DPOStageConfig = self.config
         train, heldout, label, train_indices = self._data(ctx.seed)
@@ -165,7 +166,7 @@ class DPO(BaseStage):
         train, data_checks = enforce_rows(tokenizer, train, train_indices, source=label, lengths_of=pair_lengths,
                                           limit=cfg.max_length, policy=cfg.overlength, template=template,
                                           what="pair")
-        model = load_model(checkpoint, ctx.options)
+        model = load_training_model(checkpoint, ctx, cfg)
         eos_ids = input_eos_ids(checkpoint, model, tokenizer, template)  # before TRL touches the configs
 
         args = DPOConfig(**trainer_args_from(ctx, cfg, dataset_num_proc=None, beta=cfg.beta, max_length=cfg.max_length))
@@ -180,7 +181,8 @@ class DPO(BaseStage):
         ]
         # ref_model=None + peft_config: TRL computes the reference by disabling the adapter
         # (dpo_trainer.py keeps `self.ref_model = None` for PEFT models); no second copy. Under
-        # full fine-tuning TRL keeps a frozen copy of the input model as the reference.
+        # full fine-tuning TRL loads a frozen copy of the input model from its config._name_or_path
+        # (a chain of adapters was merged to disk for it by load_training_model).
         trainer = DPOTrainer(
             model=model,
             ref_model=None,

@@ -23,17 +23,49 @@ import attrs
 from ladder.training.rl import REFERENCE_REWARDS, Algorithm, RLStage, RLStageConfig, ZeroSpreadWatch
 from ladder.training.rl import generation_batch_problems
 
-__all__ = ["GRPO", "REFERENCE_REWARDS", "GRPOStageConfig", "ZeroSpreadWatch", "generation_batch_problems"]
+__all__ = [
+    "GRPO",
+    "GRPO_LOSS_TYPES",
+    "IMPORTANCE_SAMPLING_LEVELS",
+    "REFERENCE_REWARDS",
+    "GRPOStageConfig",
+    "ZeroSpreadWatch",
+    "generation_batch_problems",
+]
+
+#: TRL 1.16's ``GRPOConfig.loss_type`` values (``dapo`` is its default).
+GRPO_LOSS_TYPES = ("dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo", "luspo", "vespo")
+#: ``token``: one importance ratio per token (GRPO); ``sequence``: one per completion (GSPO).
+IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 
 
 @attrs.frozen(kw_only=True)
 class GRPOStageConfig(RLStageConfig):
     """Settings of the GRPO stage (defaults: the reference recipe, except ``limit``).
 
-    The fields are :class:`~ladder.training.rl.RLStageConfig`'s; GRPO's own is the KL default.
+    The fields are :class:`~ladder.training.rl.RLStageConfig`'s; GRPO's own are the KL default and
+    the loss: ``loss_type`` and ``importance_sampling_level`` (GSPO is ``loss_type: grpo`` with
+    ``importance_sampling_level: sequence``), passed to TRL's ``GRPOConfig`` as they are.
     """
 
     trl_config: ClassVar[str] = "GRPOConfig"
+    trl_fields: ClassVar[tuple[str, ...]] = ("loss_type", "importance_sampling_level")
+
+    loss_type: str = attrs.field(
+        default="dapo",
+        validator=attrs.validators.in_(GRPO_LOSS_TYPES),
+        metadata={
+            "help": "how token losses are aggregated (TRL's GRPOConfig.loss_type): dapo (TRL's default: over the "
+            "active tokens of the accumulated batch), grpo (per sequence length), dr_grpo (a constant), bnpo (the "
+            "local batch's tokens), cispo, sapo, luspo (needs importance_sampling_level: sequence), vespo"
+        },
+    )
+    importance_sampling_level: str = attrs.field(
+        default="token",
+        validator=attrs.validators.in_(IMPORTANCE_SAMPLING_LEVELS),
+        metadata={"help": "token: one importance ratio per token (GRPO); sequence: one per completion (GSPO, with "
+                          "loss_type: grpo)"},
+    )
 
     beta: float = attrs.field(
         default=0.04,

@@ -1,4 +1,4 @@
-"""Reward modelling (``rm``): TRL's ``RewardTrainer`` on preference pairs, LoRA, merged.
+"""Reward modelling (``rm``): TRL's ``RewardTrainer`` on preference pairs (LoRA, QLoRA or full), merged.
 
 The output is a *reward* checkpoint — a sequence classifier with a scalar head — not a policy.
 Later stages use it as a learned reward (``GRPO(reward_model="rm")``); the pipeline refuses it
@@ -113,7 +113,8 @@ class RewardModel(BaseStage):
         from ladder.training.chat_format import chat_template_for
         from ladder.training.fit import fit
         from ladder.training.lora import lora_delta_max_abs, peft_config_for
-        from ladder.training.models import load_model, load_tokenizer
+        from ladder.training.models import load_tokenizer
+        from ladder.training.modes import load_training_model, uses_adapter
         from ladder.training.publish import publish
 
         cfg: RewardModelStageConfig = self.config
@@ -131,7 +132,7 @@ class RewardModel(BaseStage):
                                           what="pair", can_truncate=False)
         # The scalar head is new and randomly initialised: seed it, so a re-run is the same model.
         set_seed(ctx.seed)
-        model = load_model(checkpoint, ctx.options, kind="reward")
+        model = load_training_model(checkpoint, ctx, cfg, kind="reward")
         # The classifier pools at the last token that is not the pad token.
         model.config.pad_token_id = tokenizer.pad_token_id
         before = reward_model_accuracy(model, tokenizer, heldout) if heldout else None
@@ -159,7 +160,7 @@ class RewardModel(BaseStage):
         if fitted is None:  # not the main process: the main one verifies and publishes
             return StageResult(checkpoint)
         stage_metrics: dict[str, Any] = {}
-        if cfg.finetuning == "lora":
+        if uses_adapter(cfg):
             # A LoRA still at its initialisation (B = 0) merges to the input weights: every merge
             # check would pass and the "reward model" would be the input plus a head. Refuse it.
             delta = lora_delta_max_abs(fitted.model)

@@ -46,6 +46,11 @@ class SFTStageConfig(TrainingSettings):
     assistant_only_loss: bool = setting(
         True, validator=attrs.validators.instance_of(bool), help="loss on assistant tokens only"
     )
+    packing: bool = setting(
+        False, validator=attrs.validators.instance_of(bool),
+        help="pack rows into max_length blocks (TRL's best-fit decreasing, padding-free): no padding, each row "
+        "attends only to itself, labels (assistant-only) kept; per_device_train_batch_size then counts blocks",
+    )
     chat_template: str | None = setting(
         None, path="text",
         help="chat template to train with instead of the model's: text, a .jinja file, or a format's name for a "
@@ -93,7 +98,8 @@ class SFT(BaseStage):
         from ladder.training.templates.tokens import add_special_tokens, fit_embeddings, tokens_to_train, \
             train_token_rows
         from ladder.training.lora import peft_config_for
-        from ladder.training.models import load_model, load_tokenizer
+        from ladder.training.models import load_tokenizer
+        from ladder.training.modes import load_training_model
 
         cfg: SFTStageConfig = self.config
         rows, label, problems, indices = self._indexed_rows()
@@ -109,13 +115,16 @@ class SFT(BaseStage):
         rows, data_checks = enforce_rows(tokenizer, rows, indices, source=label, lengths_of=chat_lengths,
                                          limit=cfg.max_length, policy=cfg.overlength, template=template)
         eos_ids = eos_token_ids(tokenizer, template)  # before TRL may swap the tokenizer's eos
-        model = load_model(checkpoint, ctx.options)
+        model = load_training_model(checkpoint, ctx, cfg)
         fit_embeddings(model, tokenizer)
         peft_config = peft_config_for(cfg)  # under LoRA, new or untrained chat tokens still train
         train_token_rows(peft_config, model, tokens_to_train(model, tokenizer, template, added))
+        # Packing: best-fit decreasing into max_length blocks, padding-free; the labels (assistant-only)
+        # are built per row before packing, and each row attends to itself only (position_ids).
+        packing = {"packing": True, "packing_strategy": "bfd"} if cfg.packing else {}
         args = SFTConfig(**trainer_args_from(ctx, cfg, dataset_num_proc=None, max_length=cfg.max_length,
                                              assistant_only_loss=fmt.loss == "assistant",
-                                             completion_only_loss=fmt.loss == "completion"))
+                                             completion_only_loss=fmt.loss == "completion", **packing))
         trainer = SFTTrainer(
             model=model,
             args=args,

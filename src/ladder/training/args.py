@@ -77,8 +77,12 @@ def trainer_args_from(ctx: StageContext, cfg: Any, **stage_args: Any) -> dict[st
     """:func:`trainer_args` from a stage config extending :class:`~ladder.settings.TrainingSettings`,
     plus the stage's own TRL settings (``beta=cfg.beta``, ``max_length=cfg.max_length``, ...).
 
-    The recipe's ``trainer_kwargs`` win over both.
+    The recipe's ``trainer_kwargs`` win over both. ``use_liger_kernel: true`` becomes the
+    Trainer's own flag (transformers patches the model's layers with Liger's kernels; TRL 1.16
+    keeps its own fused LM head, so Liger's fused cross-entropy is not used).
     """
+    if getattr(cfg, "use_liger_kernel", False):
+        stage_args = {"use_liger_kernel": True, **stage_args}
     return trainer_args(
         ctx,
         learning_rate=cfg.learning_rate,

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LoraSettings",
     "adapter_off",
+    "apply_adapters",
     "input_policy",
     "drop_autocast_wrapper",
     "peft_config",
@@ -27,6 +28,7 @@ __all__ = [
     "verify_merge",
     "merge_and_verify",
     "lora_delta_max_abs",
+    "max_logit_diff",
 ]
 
 logger = logging.getLogger(__name__)
@@ -41,14 +43,55 @@ def peft_config(settings: LoraSettings, task_type: str = "CAUSAL_LM") -> LoraCon
         lora_dropout=settings.dropout,
         target_modules=settings.target_modules,
         modules_to_save=list(settings.modules_to_save) or None,
+        use_dora=bool(getattr(settings, "use_dora", False)),
+        use_rslora=bool(getattr(settings, "use_rslora", False)),
         task_type=task_type,
     )
 
 
 def peft_config_for(settings: Any, task_type: str = "CAUSAL_LM") -> LoraConfig | None:
     """The PEFT config for a stage's settings (:class:`~ladder.settings.TrainingSettings`):
-    its ``lora`` under ``finetuning: lora``, ``None`` (train every weight) under ``full``."""
-    return peft_config(settings.lora, task_type) if settings.finetuning == "lora" else None
+    its ``lora`` under ``finetuning: lora`` and ``qlora`` (the adapter trains on the 4-bit
+    weights), ``None`` (train every weight) under ``full``."""
+    return peft_config(settings.lora, task_type) if settings.finetuning in ("lora", "qlora") else None
+
+
+def apply_adapters(model: Any, adapters: Sequence[str], *, verify_texts: Sequence[str] = (),
+                   tokenizer: Any = None) -> tuple[Any, list[float]]:
+    """Apply each adapter of ``adapters`` to ``model`` and merge it, in order; return the plain model.
+
+    Each adapter was trained on the model the ones before it make, so each is applied to the
+    merge of the earlier ones: for LoRA the order does not change the sum of the weight changes,
+    but DoRA's magnitudes and ``modules_to_save`` copies are relative to the weights they were
+    trained on. With ``verify_texts`` (and ``tokenizer``) every merge is checked against the
+    adapter-on-model outputs (:func:`verify_merge`) and the max differences are returned.
+
+    Raises:
+        StageError: an adapter folder cannot be read.
+        MergeVerificationError: a merge does not reproduce its adapter's outputs.
+    """
+    from peft import PeftConfig, PeftModel
+
+    from ladder.errors import StageError
+
+    diffs: list[float] = []
+    for adapter in adapters:
+        try:
+            config = PeftConfig.from_pretrained(str(adapter))
+            if config.task_type == "CAUSAL_LM" and not hasattr(model, "prepare_inputs_for_generation"):
+                # A policy's adapter under a reward model's classifier head (an rm stage after adapter
+                # stages): the generic PeftModel applies it to the shared backbone.
+                config.task_type = None
+            peft_model = PeftModel.from_pretrained(model, str(adapter), config=config)
+        except (OSError, ValueError) as exc:
+            raise StageError(f"could not apply the adapter {str(adapter)!r}: {exc}. The checkpoint is a chain of "
+                             "adapters (merge: final); re-run the stage that wrote it") from exc
+        if verify_texts and tokenizer is not None:
+            model, diff = merge_and_verify(peft_model, tokenizer, list(verify_texts))
+            diffs.append(diff)
+        else:
+            model = merge_adapter(peft_model)
+    return model, diffs
 
 
 def _verification_inputs(model: PreTrainedModel, tokenizer: Any, texts: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -122,6 +165,17 @@ def verify_merge(
             f"Re-run the stage; if it persists, report it with the base model and PEFT version."
         )
     return diff
+
+
+def max_logit_diff(a: Any, b: Any, tokenizer: Any, texts: Sequence[str]) -> float:
+    """The largest difference between two models' outputs on ``texts`` (real positions only)."""
+    got_a = _logits(a, _verification_inputs(a, tokenizer, texts))
+    inputs = _verification_inputs(b, tokenizer, texts)
+    got_b = _logits(b, inputs)
+    if got_b.dim() == 3:
+        mask = inputs["attention_mask"].bool().cpu()
+        got_a, got_b = got_a[mask], got_b[mask]
+    return float((got_a - got_b).abs().max())
 
 
 def drop_autocast_wrapper(model: Any) -> Any:

@@ -24,6 +24,8 @@ __all__ = [
     "load_tokenizer",
     "load_model",
     "load_options",
+    "quantization_config",
+    "is_quantized",
 ]
 
 logger = logging.getLogger(__name__)
@@ -131,6 +133,10 @@ def _source(checkpoint: Checkpoint | str | os.PathLike[str]) -> tuple[str, str |
     return checkpoint.path, checkpoint.revision
 
 
+def _adapters(checkpoint: Checkpoint | str | os.PathLike[str]) -> tuple[str, ...]:
+    return () if isinstance(checkpoint, (str, os.PathLike)) else tuple(checkpoint.adapters)
+
+
 def load_tokenizer(
     checkpoint: Checkpoint | str | os.PathLike[str], options: Mapping[str, Any] | None = None
 ) -> PreTrainedTokenizerBase:
@@ -138,6 +144,8 @@ def load_tokenizer(
     from transformers import AutoTokenizer
 
     path, revision = _source(checkpoint)
+    if _adapters(checkpoint):  # a chain of adapters: the last stage saved its tokenizer beside its adapter
+        path, revision = _adapters(checkpoint)[-1], None
     kwargs = load_options({**(options or {}), "revision": revision or (options or {}).get("revision")})
     kwargs.pop("use_safetensors", None)
     try:
@@ -160,8 +168,12 @@ def load_model(
     dtype: torch.dtype | str | None = None,
     device: str | None = None,
     num_labels: int = 1,
+    settings: Any = None,
 ) -> PreTrainedModel:
-    """Load a full model for training or inference.
+    """Load a full model for training or inference: the one place ladder loads weights.
+
+    A checkpoint that is a chain of adapters (``merge: final``) loads its full weights and
+    applies and merges each adapter in order, in memory (:func:`ladder.training.lora.apply_adapters`).
 
     Args:
         checkpoint: a :class:`Checkpoint`, a local directory or a hub id.
@@ -170,8 +182,13 @@ def load_model(
         dtype: defaults to :func:`default_dtype` (bfloat16 on GPUs that support it, float16 on
             older GPUs, float32 on CPUs).
         device: where to put the model; defaults to :func:`device_name`.
+        settings: a stage's :class:`~ladder.settings.TrainingSettings`: its ``attn_implementation``
+            is passed to ``from_pretrained``, and under ``finetuning: qlora`` the weights load
+            quantized to 4-bit NF4 (:func:`ladder.training.modes.quantization_config`) and are
+            prepared for k-bit training (PEFT's ``prepare_model_for_kbit_training``).
     """
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    if settings is not None and getattr(settings, "finetuning", None) == "qlora":
+        return _load_quantized(checkpoint, options, kind=kind, num_labels=num_labels, settings=settings)
 
     path, revision = _source(checkpoint)
     device = device or device_name()
@@ -179,10 +196,7 @@ def load_model(
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     if dtype is None:
         dtype = default_dtype(device.split(":")[0])
-    kwargs = load_options({**(options or {}), "revision": revision or (options or {}).get("revision")})
-    cls = AutoModelForSequenceClassification if kind == "reward" else AutoModelForCausalLM
-    if kind == "reward":
-        kwargs["num_labels"] = num_labels
+    cls, kwargs = _pretrained(revision, options, kind=kind, num_labels=num_labels, settings=settings)
     try:
         model = cls.from_pretrained(path, dtype=dtype, **kwargs)
     except OSError as exc:
@@ -193,4 +207,82 @@ def load_model(
                 "the recipe to accept .bin/.pt files you trust."
             )
         raise StageError(f"could not load the model {path!r}: {exc}.{hint}") from exc
-    return model.to(device)
+    model = model.to(device)
+    if _adapters(checkpoint):
+        model = _with_adapters(model, checkpoint, options, kind=kind)
+    return model
+
+
+def _pretrained(revision: str | None, options: Mapping[str, Any] | None, *, kind: str, num_labels: int,
+                settings: Any) -> tuple[Any, dict[str, Any]]:
+    """The auto class and the ``from_pretrained`` keyword arguments for a model of ``kind``."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    kwargs = load_options({**(options or {}), "revision": revision or (options or {}).get("revision")})
+    if kind == "reward":
+        kwargs["num_labels"] = num_labels
+    if getattr(settings, "attn_implementation", None):
+        kwargs["attn_implementation"] = settings.attn_implementation
+    return (AutoModelForSequenceClassification if kind == "reward" else AutoModelForCausalLM), kwargs
+
+
+def _with_adapters(model: Any, checkpoint: Any, options: Mapping[str, Any] | None, *, kind: str) -> Any:
+    """``model`` with the checkpoint's adapters applied and merged, in order."""
+    from ladder.training.lora import apply_adapters
+
+    model, _ = apply_adapters(model, checkpoint.adapters)
+    if kind == "policy" and checkpoint.eos_token_ids and getattr(model, "generation_config", None) is not None:
+        # What a merged checkpoint's generation_config.json says (ladder.training.publish.save_model_dir).
+        ids = [int(i) for i in checkpoint.eos_token_ids]
+        model.generation_config.eos_token_id = ids if len(ids) > 1 else ids[0]
+    if kind == "reward" and model.config.pad_token_id is None:
+        # The classifier pools at the last token that is not the pad token; a merged reward model
+        # saves it in its config, a chain of adapters has it in the tokenizer beside the last one.
+        model.config.pad_token_id = load_tokenizer(checkpoint, options).pad_token_id
+    # What TRL and the model card read as the model's origin: the weights at `path` are only its start.
+    model.config._name_or_path = checkpoint.tokenizer_path
+    return model
+
+
+def _load_quantized(checkpoint: Checkpoint | str | os.PathLike[str], options: Mapping[str, Any] | None, *,
+                    kind: str, num_labels: int, settings: Any) -> PreTrainedModel:
+    """QLoRA: the weights quantized to 4-bit NF4 while loading, on this process's GPU, prepared
+    for k-bit training (norms in fp32, input gradients on for activation checkpointing)."""
+    from peft import prepare_model_for_kbit_training
+
+    if _adapters(checkpoint):
+        raise ConfigError("finetuning: qlora loads quantized weights from a full model on disk; give it the merged "
+                          "input (ladder.training.modes.merged_input), not a chain of adapters")
+    path, revision = _source(checkpoint)
+    cls, kwargs = _pretrained(revision, options, kind=kind, num_labels=num_labels, settings=settings)
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    dtype = default_dtype("cuda")
+    try:
+        model = cls.from_pretrained(path, dtype=dtype, quantization_config=quantization_config(dtype),
+                                    device_map={"": device}, **kwargs)
+    except OSError as exc:
+        raise StageError(f"could not load the model {path!r} in 4 bits: {exc}") from exc
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+
+
+def quantization_config(compute_dtype: torch.dtype | None = None) -> Any:
+    """QLoRA's ``BitsAndBytesConfig``: 4-bit NF4 weights, double quantization, bf16 compute.
+
+    These are the QLoRA paper's choices, and the defaults of TRL's, Axolotl's and
+    LLaMA-Factory's QLoRA recipes.
+    """
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype or torch.bfloat16,
+    )
+
+
+def is_quantized(model: Any) -> bool:
+    """Whether ``model`` (or the model under a PEFT wrapper) holds bitsandbytes-quantized weights."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return bool(getattr(inner, "is_loaded_in_4bit", False) or getattr(inner, "is_loaded_in_8bit", False))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
@@ -66,6 +66,10 @@ class RLStageConfig(TrainingSettings):
     ``rewards``/``instruction`` not given, the stage learns from the reward model alone and
     leaves the prompts as they are (:func:`learned_reward_defaults`).
     """
+
+    #: Settings of the algorithm's own that go to its TRL config under the same name (GRPO's
+    #: ``loss_type``, ``importance_sampling_level``); checked here, passed through as they are.
+    trl_fields: ClassVar[tuple[str, ...]] = ()
 
     dataset: Any = attrs.field(
         metadata={

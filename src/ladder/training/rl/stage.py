@@ -161,7 +161,8 @@ class RLStage(BaseStage):
         from ladder.training.args import trainer_args_from
         from ladder.training.chat_format import chat_template_for, input_eos_ids
         from ladder.training.lora import peft_config_for
-        from ladder.training.models import load_model, load_tokenizer
+        from ladder.training.models import load_tokenizer
+        from ladder.training.modes import load_training_model
 
         cfg: RLStageConfig = self.config
         algo = self.algorithm
@@ -199,7 +200,9 @@ class RLStage(BaseStage):
         rows, data_checks = enforce_rows(tokenizer, rows, indices, source=label, lengths_of=prompt_lengths,
                                          limit=cfg.max_prompt_length, policy=cfg.overlength, template=template,
                                          setting="max_prompt_length", what="prompt", can_truncate=False)
-        model = load_model(checkpoint, ctx.options)
+        use_vllm = resolve_use_vllm(cfg.use_vllm, cfg.vllm_mode)
+        # vLLM starts from the weights at the model's path: a chain of adapters is merged to disk for it.
+        model = load_training_model(checkpoint, ctx, cfg, on_disk=use_vllm)
         eos_ids = input_eos_ids(checkpoint, model, tokenizer, template)
         # Rollouts must stop at the end of the assistant's turn, not only at the document EOS (a
         # base model's generation config often names <|endoftext|> alone); TRL reads this.
@@ -207,7 +210,6 @@ class RLStage(BaseStage):
         scan = self._scan(model, tokenizer, rows, funcs, names[: len(funcs)], ctx) if cfg.learnability_scan else None
         if scan is not None:
             rows = scan.kept
-        use_vllm = resolve_use_vllm(cfg.use_vllm, cfg.vllm_mode)
         if use_vllm:
             from ladder.vllm_support import keep_cpu_weights_reloadable, prepare_in_process
 
@@ -217,7 +219,8 @@ class RLStage(BaseStage):
         args = config_class(**trainer_args_from(
             ctx, cfg, num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
             temperature=cfg.temperature, beta=cfg.beta, steps_per_generation=cfg.steps_per_generation,
-            reward_weights=weights, use_vllm=use_vllm, vllm_mode=cfg.vllm_mode))
+            reward_weights=weights, use_vllm=use_vllm, vllm_mode=cfg.vllm_mode,
+            **{name: getattr(cfg, name) for name in type(cfg).trl_fields}))
         watch = ZeroSpreadWatch(num_generations=int(args.num_generations or cfg.num_generations), algorithm=algo.name)
         trainer = trainer_class(
             model=model,
