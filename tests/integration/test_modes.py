@@ -11,6 +11,7 @@ import pytest
 
 from ladder import DPO, GRPO, RLOO, SFT, Pipeline, RewardModel
 from ladder.checkpoint import Checkpoint
+from ladder.fingerprints import base_checkpoint
 from ladder.registry import rewards
 from ladder.rewards import completion_text
 from ladder.stage import StageContext
@@ -175,7 +176,7 @@ def test_merge_final_reruns_reuse_every_stage_and_the_final_model(final_run) -> 
 def test_merge_strategy_is_part_of_the_fingerprint(final_run, tiny_model: Path) -> None:
     result, _ = final_run
     sft = SFT(dataset=SFT_ROWS, max_steps=3, learning_rate=5e-3, save_steps=0, trainer_kwargs=FAST)
-    base = Checkpoint.base(tiny_model)
+    base = base_checkpoint(tiny_model)  # local folders are fingerprinted by content, as the run does
     every = Pipeline([sft], model=tiny_model).fingerprint(sft, base.fingerprint)
     final = Pipeline([sft], model=tiny_model, merge="final").fingerprint(sft, base.fingerprint)
     assert final == result.checkpoints["sft"].fingerprint != every
