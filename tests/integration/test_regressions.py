@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -117,14 +116,13 @@ def _run(stages: list[Any], base: Path, run_dir: Path) -> Any:
 
 
 @pytest.fixture(scope="module")
-def runs(knowing: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any, float]:
-    started = time.perf_counter()
+def runs(knowing: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
     tmp = tmp_path_factory.mktemp("regressions")
     collapse = SFT(name="collapse", input="base", dataset=COLLAPSE, finetuning="full", max_steps=8,
                    learning_rate=5e-3, per_device_train_batch_size=16, trainer_kwargs=FAST)
     damaged = _run([_polish(), collapse], knowing, tmp / "damaged")
     clean = _run([_polish()], knowing, tmp / "clean")
-    return damaged, clean, time.perf_counter() - started
+    return damaged, clean
 
 
 def _metrics(run_dir: Path, name: str) -> dict[str, Any]:
@@ -145,8 +143,7 @@ def _terminal(run_dir: Path) -> str:
 
 
 def test_the_damaging_stage_regresses_against_its_input_in_metrics_json(runs: Any) -> None:
-    damaged, _, seconds = runs
-    assert seconds < 120, f"the two tiny runs took {seconds:.0f} s"
+    damaged, _ = runs
     base = _metrics(damaged.run_dir, "base")
     assert base["behaviour"]["knowledge"]["rate"] == 1.0 and "regressions" not in base
     assert _metrics(damaged.run_dir, "polish")["regressions"] == []
@@ -166,7 +163,7 @@ def test_the_damaging_stage_regresses_against_its_input_in_metrics_json(runs: An
 def test_the_report_flags_the_regression_in_the_summary_and_the_table(runs: Any) -> None:
     from tests.unit.test_report import parse
 
-    damaged, _, _ = runs
+    damaged, _ = runs
     dom = parse((damaged.run_dir / "report.html").read_text(encoding="utf-8"))
     flagged = {(li.attrs["data-regression-stage"], li.attrs["data-regression-metric"])
                for li in dom.find_all("li", data_regression_stage=True)}
@@ -185,7 +182,7 @@ def test_the_report_flags_the_regression_in_the_summary_and_the_table(runs: Any)
 
 
 def test_the_terminal_summary_flags_the_regression(runs: Any) -> None:
-    damaged, _, _ = runs
+    damaged, _ = runs
     text = _terminal(damaged.run_dir)
     assert "regression" in text and "knowledge retention" in text
     (line,) = [ln for ln in text.splitlines() if ln.strip().startswith("collapse:") and "knowledge" in ln]
@@ -197,7 +194,7 @@ def test_the_terminal_summary_flags_the_regression(runs: Any) -> None:
 def test_a_run_without_damage_flags_nothing(runs: Any) -> None:
     from tests.unit.test_report import parse
 
-    _, clean, _ = runs
+    _, clean = runs
     assert _metrics(clean.run_dir, "polish")["regressions"] == []
     dom = parse((clean.run_dir / "report.html").read_text(encoding="utf-8"))
     assert not dom.find_all("li", data_regression_stage=True)
@@ -213,7 +210,7 @@ def test_a_run_without_damage_flags_nothing(runs: Any) -> None:
 def test_probe_expectations_are_marked(runs: Any) -> None:
     from tests.unit.test_report import parse
 
-    damaged, _, _ = runs
+    damaged, _ = runs
     dom = parse((damaged.run_dir / "report.html").read_text(encoding="utf-8"))
     marks = {td.attrs["data-stage"]: td.attrs.get("data-passed") for td in dom.find_all("td", data_probe="capital")}
     assert marks["base"] == "true" and marks["collapse"] == "false"
@@ -232,7 +229,7 @@ def test_no_headline_metric_is_constant_by_construction_at_the_base(runs: Any, t
     from ladder.probes import resolve_probes
     from ladder.report.metrics import METRICS
 
-    damaged, _, _ = runs
+    damaged, _ = runs
     observed = [_metrics(damaged.run_dir, "base")]  # the taught model, observed by the pipeline as its base
     for i, model in enumerate((tiny_model, Path(damaged.checkpoints["collapse"].path))):
         base = Checkpoint.base(model)
