@@ -256,15 +256,8 @@ def _training(run: RunView, plots: Sequence[Plot]) -> str:
 
 
 def _settings(run: RunView) -> str:
-    blocks = []
-    for title, data in (
-        ("Recipe", run.recipe),
-        ("Run settings", run.settings),
-        ("Package versions", run.versions),
-        ("Base model", run.base),
-    ):
-        if data:
-            blocks.append(f"<details><summary>{e(title)}</summary>{json_block(data)}</details>")
+    blocks = [f"<details><summary>{e(title)}</summary>{json_block(data)}</details>"
+              for title, data in run.settings_sections()]
     body = "".join(blocks) or '<p class="muted">The manifest records no settings.</p>'
     return (
         '<section id="settings"><h2>Settings</h2>'

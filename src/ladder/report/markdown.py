@@ -359,19 +359,9 @@ def _details(title: str, data: Any) -> list[str]:
 
 def _settings(run: RunView) -> list[str]:
     lines = ["## Settings", ""]
-    found = False
-    for title, data in (
-        ("Recipe", run.recipe),
-        ("Run settings", run.settings),
-        ("Package versions", run.versions),
-        ("Base model", run.base),
-    ):
-        if data:
-            found = True
-            lines += _details(title, data)
-    if not found:
-        lines += ["The manifest records no settings.", ""]
-    return lines
+    for title, data in run.settings_sections():
+        lines += _details(title, data)
+    return lines if len(lines) > 2 else [*lines, "The manifest records no settings.", ""]
 
 
 def _problems(run: RunView) -> list[str]:
