@@ -131,6 +131,59 @@ def test_rollouts_hold_every_completion_with_its_rewards(signal_run) -> None:
         assert isinstance(row["completion"], str) and isinstance(row["advantage"], float)
 
 
+def test_the_report_shows_the_rollouts_best_and_worst_of_each_step_and_the_scan(signal_run) -> None:
+    from html.parser import HTMLParser
+
+    rows = _rollouts(signal_run)
+    html = (signal_run.run_dir / "report.html").read_text(encoding="utf-8")
+    markdown = (signal_run.run_dir / "report.md").read_text(encoding="utf-8")
+    steps = sorted({r["step"] for r in rows})
+    assert steps and len(steps) == 3
+
+    class Rollouts(HTMLParser):
+        """The report's rollout blocks: step -> {which: completion text}."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.found: dict[int, dict[str, str]] = defaultdict(dict)
+            self.step: int | None = None
+            self.which: str | None = None
+            self.in_pre = False
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if "data-step" in a:
+                self.step = int(a["data-step"])
+            if "data-which" in a:
+                self.which = a["data-which"]
+            self.in_pre = tag == "pre" and self.which is not None
+
+        def handle_endtag(self, tag):
+            if tag == "pre" and self.in_pre:
+                self.in_pre, self.which = False, None
+
+        def handle_data(self, data):
+            if self.in_pre and self.step is not None:
+                self.found[self.step][self.which] = self.found[self.step].get(self.which, "") + data
+
+    parser = Rollouts()
+    parser.feed(html)
+    assert sorted(parser.found) == steps
+    for step in steps:
+        scored = [r for r in rows if r["step"] == step and r["in_loss"]]
+        best, worst = max(r["reward"] for r in scored), min(r["reward"] for r in scored)
+        shown = parser.found[step]
+        assert shown["best"] in {r["completion"] for r in scored if r["reward"] == best}
+        if worst < best:
+            assert shown["worst"] in {r["completion"] for r in scored if r["reward"] == worst}
+        assert f"**Step {step}**" in markdown
+    scan = json.loads((signal_run.run_dir / "01-grpo" / "metrics.json").read_text())["stage_metrics"][
+        "learnability_scan"]
+    sentence = f"Learnability scan: {scan['scan_problems']} problems × 4 samples"
+    assert sentence in html and sentence in markdown
+    assert f"trained on the {scan['scan_kept']} solved sometimes" in markdown
+
+
 def test_scan_settings_are_checked_in_preflight(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="1 sample per problem cannot tell"):
         Pipeline([GRPO(dataset=PROBLEMS, rewards={"exact_match": 1.0}, learnability_scan=1)],

@@ -129,8 +129,8 @@ def test_sft_rows(splits: dict[str, list[dict[str, Any]]]) -> None:
             steps[0] += 1
             assert "<answer>" not in assistant["content"]
     assert steps[1] >= 200  # one-step problems: the answer format
-    # Two-step problems worked step by step, but only a minority: SFT shows the way, GRPO has room.
-    assert 50 <= steps[2] <= steps[1] // 2
+    # Two-step problems worked step by step, fewer than one-step ones: SFT shows the way, GRPO has room.
+    assert 50 <= steps[2] < steps[1]
     assert steps[0] >= 30  # the general instructions
     assert set(steps) == {0, 1, 2}
 
@@ -158,7 +158,8 @@ def test_grpo_problems_take_two_steps(splits: dict[str, list[dict[str, Any]]]) -
 
 @pytest.mark.parametrize("name", ["dpo_train.jsonl", "dpo_eval.jsonl"])
 def test_preference_rows(splits: dict[str, list[dict[str, Any]]], name: str) -> None:
-    refusals = 0
+    kinds: Counter[str] = Counter()
+    refusal = ("I can't", "I won't")
     for row in splits[name]:
         assert list(row) == ["prompt", "chosen", "rejected"]
         assert all(isinstance(v, str) and v.strip() for v in row.values())
@@ -168,29 +169,39 @@ def test_preference_rows(splits: dict[str, list[dict[str, Any]]], name: str) -> 
             # The rambling side says the same number, at length.
             assert _numbers(row["chosen"])[-1] in _numbers(row["rejected"])
             assert len(row["rejected"]) > 2 * len(row["chosen"])
-        elif row["chosen"].startswith(("I can't", "I won't")):
-            refusals += 1
-            assert row["rejected"].startswith("Sure")
+            kinds["arithmetic"] += 1
+        elif row["chosen"].startswith(refusal):
+            assert row["rejected"].startswith("Sure"), row  # a refusal over compliance
+            kinds["refusal"] += 1
+        elif row["rejected"].startswith(refusal):
+            kinds["over-refusal"] += 1  # help with a harmless look-alike over refusing it
+        elif len(row["rejected"]) > 2 * len(row["chosen"]):
+            kinds["ramble"] += 1
         else:
-            assert row["chosen"] in row["rejected"]  # concise answer vs the same, padded
-            assert len(row["rejected"]) > 2 * len(row["chosen"])
-    assert refusals >= (10 if name == "dpo_train.jsonl" else 3)
+            kinds["wrong, curt or unformatted"] += 1  # so that shorter alone is never what wins
+    least = 10 if name == "dpo_train.jsonl" else 3
+    assert all(kinds[k] >= least for k in ("arithmetic", "refusal", "over-refusal", "ramble",
+                                           "wrong, curt or unformatted")), kinds
+    # The chosen side is not simply the shorter one.
+    rows = splits[name]
+    assert sum(len(r["chosen"]) > len(r["rejected"]) for r in rows) >= len(rows) // 10
 
 
 def test_no_empty_or_long_texts(splits: dict[str, list[dict[str, Any]]]) -> None:
-    # ~400 characters is under 100 SmolLM2 tokens for this text (digits are one token each).
+    # ~600 characters is about 140 SmolLM2 tokens for this text (digits are one token each).
     for name, rows in splits.items():
         for i, row in enumerate(rows):
             for field, value in row.items():
                 text = _text_of(value)
                 assert text.strip(), (name, i, field)
-                assert len(text) <= 420, (name, i, field, len(text))
+                assert len(text) <= 600, (name, i, field, len(text))
 
 
 def test_prompts_are_unique_within_each_file(splits: dict[str, list[dict[str, Any]]]) -> None:
     for name, rows in splits.items():
-        prompts = [_prompt(row) for row in rows]
-        assert len(set(prompts)) == len(prompts), name
+        prompts = Counter(_prompt(row) for row in rows)
+        # A preference prompt is paired at most twice (a fact: against a ramble and a wrong answer).
+        assert max(prompts.values()) <= (2 if name.startswith("dpo") else 1), name
 
 
 def _prompt(row: dict[str, Any]) -> str:

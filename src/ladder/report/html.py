@@ -19,6 +19,7 @@ from ladder.report.format import format_duration
 from ladder.report.html_parts import badge, css, e, img, json_block, when
 from ladder.report.html_summary import summary_section
 from ladder.report.html_tables import metrics_section, probes_section
+from ladder.report.rollouts import rollouts_html
 from ladder.report.metrics import warnings_of
 from ladder.report.run import RunView, StageView
 
@@ -229,7 +230,7 @@ def _training(run: RunView, plots: Sequence[Plot]) -> str:
             charts = f'<p class="muted">No curves: the stage is {e(stage.status)}.</p>'
         else:
             charts = '<p class="muted">No training curves: no trainer log was found.</p>'
-        details = ""
+        details = rollouts_html(stage)
         if stage.config:
             details += f"<details><summary>Configuration</summary>{json_block(stage.config)}</details>"
         if stage.metrics:
@@ -255,15 +256,8 @@ def _training(run: RunView, plots: Sequence[Plot]) -> str:
 
 
 def _settings(run: RunView) -> str:
-    blocks = []
-    for title, data in (
-        ("Recipe", run.recipe),
-        ("Run settings", run.settings),
-        ("Package versions", run.versions),
-        ("Base model", run.base),
-    ):
-        if data:
-            blocks.append(f"<details><summary>{e(title)}</summary>{json_block(data)}</details>")
+    blocks = [f"<details><summary>{e(title)}</summary>{json_block(data)}</details>"
+              for title, data in run.settings_sections()]
     body = "".join(blocks) or '<p class="muted">The manifest records no settings.</p>'
     return (
         '<section id="settings"><h2>Settings</h2>'

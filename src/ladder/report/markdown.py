@@ -18,6 +18,7 @@ from ladder.report.charts import Plot
 from ladder.report.format import format_duration
 from ladder.report.html_parts import when
 from ladder.report.metrics import SECTIONS, warnings_of
+from ladder.report.rollouts import read_rollout_steps, rewards_text, scan_summary
 from ladder.report.run import RunView, StageView
 from ladder.report.summary import ALPHA, summarise
 from ladder.report.table import MetricRow, metric_rows, split_headline
@@ -328,9 +329,27 @@ def _training(run: RunView, plots: Sequence[Plot]) -> list[str]:
             lines += [f"_No curves: the stage is {stage.status}._", ""]
         else:
             lines += ["_No training curves: no trainer log was found._", ""]
+        lines += _rollouts(stage)
         if stage.config:
             lines += _details("Configuration", stage.config)
     return lines
+
+
+def _rollouts(stage: StageView) -> list[str]:
+    """What an RL stage tried: the best and worst completion of each step (:mod:`ladder.report.rollouts`)."""
+    steps, problems = read_rollout_steps(stage.path)
+    scan = scan_summary(stage.metrics)
+    if not steps and scan is None:
+        return []
+    lines = ["#### Rollouts", ""] + ([scan, ""] if scan else [])
+    for s in steps:
+        mean = f"mean reward {s.mean_reward:.2f}" if s.mean_reward is not None else "no reward recorded"
+        lines += [f"**Step {s.step}** · {s.completions} completions, {s.in_loss} in the loss · {mean}", "",
+                  _fence(str(s.best.get("prompt", ""))), ""]
+        for label, row in (("best", s.best), ("worst", s.worst)):
+            if row is not None:
+                lines += [f"_{label}_ · {rewards_text(row)}", "", _fence(str(row.get("completion", ""))), ""]
+    return lines + [f"_{p}_" for p in problems[:5]] + ([""] if problems else [])
 
 
 def _details(title: str, data: Any) -> list[str]:
@@ -340,19 +359,9 @@ def _details(title: str, data: Any) -> list[str]:
 
 def _settings(run: RunView) -> list[str]:
     lines = ["## Settings", ""]
-    found = False
-    for title, data in (
-        ("Recipe", run.recipe),
-        ("Run settings", run.settings),
-        ("Package versions", run.versions),
-        ("Base model", run.base),
-    ):
-        if data:
-            found = True
-            lines += _details(title, data)
-    if not found:
-        lines += ["The manifest records no settings.", ""]
-    return lines
+    for title, data in run.settings_sections():
+        lines += _details(title, data)
+    return lines if len(lines) > 2 else [*lines, "The manifest records no settings.", ""]
 
 
 def _problems(run: RunView) -> list[str]:

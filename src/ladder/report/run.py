@@ -209,6 +209,12 @@ class RunView:
         earlier = [s for s in self.stages if s.index < stage.index]
         return earlier[-1] if earlier else None
 
+    def settings_sections(self) -> list[tuple[str, Mapping[str, Any]]]:
+        """The manifest's settings the report shows, by title, the empty ones left out."""
+        sections = (("Recipe", self.recipe), ("Run settings", self.settings), ("Package versions", self.versions),
+                    ("Base model", self.base))
+        return [(title, data) for title, data in sections if data]
+
     def probe_ids(self) -> list[str]:
         """Every probe id, in the order the stages list them (first seen first)."""
         ids: list[str] = []
