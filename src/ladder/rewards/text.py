@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from ladder.rewards._common import completion_text, gold_answer
+from ladder.rewards._common import completion_text, gold_answer, score_rows
 
 __all__ = [
     "ContainsReward",
@@ -199,13 +199,8 @@ def regex_match(completions: Sequence[Any], pattern: Sequence[str | None], **kwa
         >>> regex_match(["Date: 2024-05-01", "tomorrow", "x"], pattern=[r"\\d{4}-\\d\\d-\\d\\d", r"\\d", None])
         [1.0, 0.0, None]
     """
-    rewards: list[float | None] = []
-    for completion, row_pattern in zip(completions, pattern, strict=True):
-        if row_pattern is None or row_pattern == "":
-            rewards.append(None)
-            continue
-        rewards.append(1.0 if _search(str(row_pattern), completion_text(completion)) else 0.0)
-    return rewards
+    return score_rows(completions, pattern, lambda p: None if p is None or p == "" else str(p),
+                      lambda text, p: 1.0 if _search(p, text) else 0.0)
 
 
 # --------------------------------------------------------------------------------------------
