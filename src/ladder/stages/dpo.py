@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
-from ladder.data.length import OVERLENGTH_POLICIES, enforce_rows, kept_indices, pair_lengths, preflight_rows
+from ladder.data.length import OVERLENGTH_POLICIES, LengthRule, enforce_rows, kept_indices, pair_lengths, preflight_rows
 from ladder.data.loading import as_spec, content_hash, load_rows
 from ladder.data.preference import normalize_preference_rows, split_heldout
 from ladder.errors import DataError
@@ -131,11 +131,15 @@ class DPO(BaseStage):
         problems: list[str] = []
         rows, label, found, indices = self._indexed_pairs("dataset")
         problems += [str(p) for p in found]
-        problems += preflight_rows(ctx, rows, indices, source=label, lengths_of=pair_lengths, limit=cfg.max_length,
-                                   policy=cfg.overlength, template=cfg.chat_template, what="pair")
+        problems += preflight_rows(ctx, rows, indices, source=label, rule=self._length_rule(),
+                                   template=cfg.chat_template)
         if cfg.eval_dataset is not None:  # held-out pairs are only scored, never trained on
             problems += [str(p) for p in self._indexed_pairs("eval_dataset")[2]]
         return problems
+
+    def _length_rule(self) -> LengthRule:
+        cfg: DPOStageConfig = self.config
+        return LengthRule(lengths_of=pair_lengths, limit=cfg.max_length, policy=cfg.overlength, what="pair")
 
     def fingerprint_data(self) -> Any:
         cfg: DPOStageConfig = self.config
@@ -163,9 +167,8 @@ class DPO(BaseStage):
         template = chat_template_for(tokenizer, checkpoint, cfg.chat_template, where=f"stage {self.name!r}",
                                      fix="run SFT before DPO, or set chat_template in the DPO stage")
         # Measured with this checkpoint's tokenizer and template; over-length pairs per `overlength`.
-        train, data_checks = enforce_rows(tokenizer, train, train_indices, source=label, lengths_of=pair_lengths,
-                                          limit=cfg.max_length, policy=cfg.overlength, template=template,
-                                          what="pair")
+        train, data_checks = enforce_rows(tokenizer, train, train_indices, source=label, rule=self._length_rule(),
+                                          template=template)
         model = load_training_model(checkpoint, ctx, cfg)
         eos_ids = input_eos_ids(checkpoint, model, tokenizer, template)  # before TRL touches the configs
 
