@@ -230,8 +230,9 @@ class TrainingSettings:
     )
 
 
-def training_default(name: str, default: Any, *, help: str | None = None) -> Any:
-    """A :class:`TrainingSettings` field with another default (and help), its checks kept.
+def training_default(name: str, default: Any, *, help: str | None = None, of: type = TrainingSettings) -> Any:
+    """A :class:`TrainingSettings` field (or one of the config class ``of``) with another default
+    (and help), its checks kept.
 
     Example:
         >>> import attrs
@@ -241,7 +242,7 @@ def training_default(name: str, default: Any, *, help: str | None = None) -> Any
         >>> SlowConfig().learning_rate, SlowConfig(learning_rate=1e-3).learning_rate
         (5e-06, 0.001)
     """
-    base = attrs.fields_dict(TrainingSettings)[name]
+    base = attrs.fields_dict(of)[name]
     metadata = {**base.metadata, **({"help": help} if help else {})}
     return attrs.field(default=default, validator=base.validator, converter=base.converter, metadata=metadata)
 
