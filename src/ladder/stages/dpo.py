@@ -68,8 +68,7 @@ class DPOStageConfig(TrainingSettings):
         "truncate they keep their start, TRL's keep_start)",
     )
     overlength: str = setting(
-        "error",
-        validator=attrs.validators.in_(OVERLENGTH_POLICIES),
+        "error", choices=OVERLENGTH_POLICIES,
         help="pairs whose prompt + answer is longer than max_length: error (stop before training), drop "
         "(leave them out) or truncate (TRL cuts them, keeping the start); dropped and truncated pairs are "
         "logged and counted in metrics.json",

@@ -43,8 +43,7 @@ class RewardModelStageConfig(TrainingSettings):
     per_device_train_batch_size: int = training_default("per_device_train_batch_size", 4, help="pairs per batch")
     max_length: int = setting(1024, validator=attrs.validators.gt(0), help="max tokens per sequence")
     overlength: str = setting(
-        "error",
-        validator=attrs.validators.in_(("error", "drop")),
+        "error", choices=("error", "drop"),
         help="pairs with a sequence longer than max_length: error (stop before training) or drop (leave them out, "
         "logged and counted in metrics.json); not truncate: a cut answer is not the one judged",
     )

@@ -38,8 +38,7 @@ class SFTStageConfig(TrainingSettings):
     )
     max_length: int = setting(1024, validator=attrs.validators.gt(0), help="max tokens per row")
     overlength: str = setting(
-        "error",
-        validator=attrs.validators.in_(OVERLENGTH_POLICIES),
+        "error", choices=OVERLENGTH_POLICIES,
         help="rows longer than max_length: error (stop before training), drop (leave them out) or truncate "
         "(cut them, keeping the start); dropped and truncated rows are logged and counted in metrics.json",
     )
