@@ -129,15 +129,26 @@ def _chart_reward(stage: StageView, ax: Axes) -> str | None:
     return "Reward"
 
 
-def _chart_zero_std(stage: StageView, ax: Axes) -> str | None:
-    steps, values = series(_train_records(stage), "frac_reward_zero_std")
-    if not steps:
-        return None
-    line(ax, steps, [v * 100 for v in values], color=PALETTE[3])
-    ax.set_ylim(-2, 102)
-    style(ax, title=f"Groups with no reward spread · {stage.label}",
-           ylabel="% of groups, all rewards equal")
-    return "Groups with zero reward spread"
+def _one_line(key: str, title: str, ylabel: str, color: str, *, name: str | None = None, percent: bool = False,
+              smooth: bool = False) -> ChartFn:
+    """A chart of one logged key as one line; ``percent``: a 0-1 share drawn as 0-100 %.
+    ``name`` is the plot's title in the report (default: ``title``)."""
+
+    def chart(stage: StageView, ax: Axes) -> str | None:
+        steps, values = series(_train_records(stage), key)
+        if not steps:
+            return None
+        line(ax, steps, [v * 100 for v in values] if percent else values, color=color, smooth=smooth)
+        if percent:
+            ax.set_ylim(-2, 102)
+        style(ax, title=f"{title} · {stage.label}", ylabel=ylabel)
+        return name or title
+
+    return chart
+
+
+_chart_zero_std = _one_line("frac_reward_zero_std", "Groups with no reward spread", "% of groups, all rewards equal",
+                            PALETTE[3], name="Groups with zero reward spread", percent=True)
 
 
 def _chart_length(stage: StageView, ax: Axes) -> str | None:
@@ -157,22 +168,8 @@ def _chart_length(stage: StageView, ax: Axes) -> str | None:
     return "Completion length"
 
 
-def _chart_kl(stage: StageView, ax: Axes) -> str | None:
-    steps, values = series(_train_records(stage), "kl")
-    if not steps:
-        return None
-    line(ax, steps, values, color=PALETTE[5])
-    style(ax, title=f"KL to reference · {stage.label}", ylabel="KL")
-    return "KL to reference"
-
-
-def _chart_grad_norm(stage: StageView, ax: Axes) -> str | None:
-    steps, values = series(_train_records(stage), "grad_norm")
-    if not steps:
-        return None
-    line(ax, steps, values, color=PALETTE[7], smooth=True)
-    style(ax, title=f"Gradient norm · {stage.label}", ylabel="grad norm")
-    return "Gradient norm"
+_chart_kl = _one_line("kl", "KL to reference", "KL", PALETTE[5])
+_chart_grad_norm = _one_line("grad_norm", "Gradient norm", "grad norm", PALETTE[7], smooth=True)
 
 
 # Chart order in the report; each chart appears only when its keys are in the log.
