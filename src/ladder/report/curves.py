@@ -14,7 +14,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ladder.report.charts import PALETTE, Plot, figure, legend, line, png, slug, style
+from ladder.layout import slug
+from ladder.report.charts import PALETTE, Plot, figure, legend, line, png, style
 from ladder.report.run import StageView, series
 
 if TYPE_CHECKING:
