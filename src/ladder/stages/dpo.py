@@ -80,6 +80,15 @@ class DPOStageConfig(TrainingSettings):
     )
 
 
+def _trl_pairs(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pairs in TRL's conversational format: answers as one-message lists, rendered with the template."""
+    return [
+        {"prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["chosen"]}],
+         "rejected": [{"role": "assistant", "content": r["rejected"]}]}
+        for r in pairs
+    ]
+
+
 def _trained_tokens(trainer: Any, cfg: DPOStageConfig) -> int:
     """Tokens the policy trained on: TRL's own count (``num_tokens``), else an estimate."""
     logged = [r["num_tokens"] for r in trainer.state.log_history if isinstance(r.get("num_tokens"), (int, float))]
@@ -172,27 +181,12 @@ class DPO(BaseStage):
         eos_ids = input_eos_ids(checkpoint, model, tokenizer, template)  # before TRL touches the configs
 
         args = DPOConfig(**trainer_args_from(ctx, cfg, dataset_num_proc=None, beta=cfg.beta, max_length=cfg.max_length))
-        # TRL's conversational format: answers as one-message lists, rendered with the template.
-        trl_rows = [
-            {
-                "prompt": r["prompt"],
-                "chosen": [{"role": "assistant", "content": r["chosen"]}],
-                "rejected": [{"role": "assistant", "content": r["rejected"]}],
-            }
-            for r in train
-        ]
         # ref_model=None + peft_config: TRL computes the reference by disabling the adapter
         # (dpo_trainer.py keeps `self.ref_model = None` for PEFT models); no second copy. Under
         # full fine-tuning TRL loads a frozen copy of the input model from its config._name_or_path
         # (a chain of adapters was merged to disk for it by load_training_model).
-        trainer = DPOTrainer(
-            model=model,
-            ref_model=None,
-            args=args,
-            train_dataset=Dataset.from_list(trl_rows),
-            processing_class=tokenizer,
-            peft_config=peft_config_for(cfg),
-        )
+        trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(_trl_pairs(train)),
+                             processing_class=tokenizer, peft_config=peft_config_for(cfg))
         facts = {
             "train": train,
             "heldout": heldout,
