@@ -88,7 +88,6 @@ class RewardModel(BaseStage):
         return train, heldout, problems, label, train_indices
 
     def check(self, ctx: StageContext) -> list[str]:
-        cfg: RewardModelStageConfig = self.config
         train, _heldout, problems, label, indices = self._split()
         found = [str(p) for p in problems]
         found += preflight_rows(ctx, train, indices, source=label, rule=self._length_rule())
