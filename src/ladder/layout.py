@@ -50,6 +50,7 @@ __all__ = [
     "is_leftover_name",
     "is_stage_dir_name",
     "leftover_of",
+    "slug",
     "stage_dir_name",
     "trainer_dir",
 ]
@@ -80,6 +81,16 @@ _STAGE_DIR = re.compile(r"^\d{2,}-.+$")
 # replaced directory aside as "<name>.tmp-old-<pid>". A name that merely holds ".tmp-"
 # (a stage once called "sft.tmp-v2") is none of these.
 _LEFTOVER = re.compile(r"^(?P<name>.+?)\.tmp-(?:(?P<old>old-\d+)|(?:[a-z]+-)?[a-z0-9_]{8})$")
+
+
+def slug(text: str, empty: str = "x") -> str:
+    """``text`` as a piece of a file name or an id: every run of characters other than letters,
+    digits, ``.``, ``_`` and ``-`` becomes one ``-``; ``empty`` when nothing is left.
+
+    >>> slug("03 grpo/math"), slug("//", empty="run")
+    ('03-grpo-math', 'run')
+    """
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or empty
 
 
 def stage_dir_name(index: int, name: str) -> str:

@@ -32,9 +32,7 @@ def stop_rate(gens: Sequence[_Answer]) -> float:
     >>> stop_rate([Generation("a", 1, True, "stop"), Generation("b", 9, False, "length")])
     0.5
     """
-    if not gens:
-        return 0.0
-    return sum(1 for g in gens if g.stopped) / len(gens)
+    return _mean([1.0 if g.stopped else 0.0 for g in gens])
 
 
 def mean_answer_tokens(gens: Sequence[_Answer]) -> float:
@@ -44,9 +42,7 @@ def mean_answer_tokens(gens: Sequence[_Answer]) -> float:
     >>> mean_answer_tokens([Generation("a", 2, True, "stop"), Generation("b", 5, False, "length")])
     3.5
     """
-    if not gens:
-        return 0.0
-    return sum(g.num_tokens for g in gens) / len(gens)
+    return _mean([g.num_tokens for g in gens])
 
 
 def repetition(text: str, n: int = 3) -> float:
@@ -76,5 +72,10 @@ def behaviour(gens: Sequence[_Answer]) -> dict[str, float]:
     return {
         "mean_answer_tokens": mean_answer_tokens(gens),
         "stop_rate": stop_rate(gens),
-        "repetition": sum(repetition(g.text) for g in gens) / len(gens) if gens else 0.0,
+        "repetition": _mean([repetition(g.text) for g in gens]),
     }
+
+
+def _mean(values: Sequence[float]) -> float:
+    """The mean, ``0.0`` for no values (JSON has no NaN)."""
+    return sum(values) / len(values) if values else 0.0

@@ -23,7 +23,7 @@ import attrs
 
 from ladder.errors import DuplicateComponentError, PluginLoadError, UnknownComponentError
 
-__all__ = ["Entry", "Registry", "stages", "rewards", "STAGES_GROUP", "REWARDS_GROUP"]
+__all__ = ["Entry", "Registry", "stages", "rewards", "everyday_calls", "STAGES_GROUP", "REWARDS_GROUP"]
 
 logger = logging.getLogger(__name__)
 
@@ -189,3 +189,54 @@ class Registry(Generic[T]):
 
 stages: Registry[Any] = Registry(STAGES_GROUP, "stage")
 rewards: Registry[Callable[..., list[float]]] = Registry(REWARDS_GROUP, "reward")
+
+EverydayCalls = tuple[
+    Callable[[], list[str]],
+    Callable[[], list[Entry]],
+    Callable[[str], Any],
+    Callable[..., Any],
+    Callable[[str], None],
+]
+
+
+def everyday_calls(attribute: str) -> EverydayCalls:
+    """``names, entries, get, register, unregister`` of the registry ``ladder.registry.<attribute>``,
+    for the package of the same name (``ladder.stages.get("sft")``, ``ladder.rewards.register(...)``).
+
+    Each call looks the registry up anew, so a registry a test swaps in
+    (``monkeypatch.setattr(ladder.registry, "rewards", ...)``) is the one used.
+
+    Example:
+        >>> names, entries, get, register, unregister = everyday_calls("stages")
+        >>> register("noop_stage", object) is object, "noop_stage" in names()
+        (True, True)
+        >>> unregister("noop_stage"); "noop_stage" in names()
+        False
+    """
+    if attribute not in ("stages", "rewards"):
+        raise ValueError(f"ladder.registry has no registry {attribute!r}; use 'stages' or 'rewards'")
+
+    def current() -> Registry[Any]:
+        return globals()[attribute]
+
+    def names() -> list[str]:
+        """Sorted names of every registered component (imports none of them)."""
+        return current().names()
+
+    def entries() -> list[Entry]:
+        """One registry entry (name, ``module:attr``, package, version) per component, sorted."""
+        return current().entries()
+
+    def get(name: str) -> Any:
+        """The component registered as ``name`` (imported on first use); see :meth:`Registry.get`."""
+        return current().get(name)
+
+    def register(name: str, obj: Any, *, replace: bool = False) -> Any:
+        """Register a component in-process (tests, notebooks); it wins over entry points."""
+        return current().register(name, obj, replace=replace)
+
+    def unregister(name: str) -> None:
+        """Remove an in-process registration."""
+        current().unregister(name)
+
+    return names, entries, get, register, unregister

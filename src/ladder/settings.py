@@ -71,6 +71,7 @@ def setting(
     default: Any = _NOTHING,
     *,
     help: str,
+    choices: tuple[Any, ...] | None = None,
     validator: Any = None,
     converter: Any = None,
     factory: Any = None,
@@ -79,6 +80,8 @@ def setting(
     checkpoint_ref: str | None = None,
 ) -> Any:
     """An ``attrs`` field with its help text and what kind of value it holds (see the module docs).
+
+    ``choices`` is short for ``validator=attrs.validators.in_(choices)``.
 
     Example:
         >>> import attrs
@@ -93,6 +96,10 @@ def setting(
         raise ValueError(f"path must be one of {PATH_KINDS}, got {path!r}")
     if checkpoint_ref is not None and checkpoint_ref not in ("policy", "reward"):
         raise ValueError(f"checkpoint_ref must be 'policy' or 'reward', got {checkpoint_ref!r}")
+    if choices is not None:
+        if validator is not None:
+            raise ValueError("give choices or a validator, not both")
+        validator = attrs.validators.in_(choices)
     metadata: dict[str, Any] = {"help": help}
     if data:
         metadata["data"] = True
@@ -194,8 +201,7 @@ class TrainingSettings:
     trl_config: ClassVar[str] = ""
 
     finetuning: str = setting(
-        "lora",
-        validator=attrs.validators.in_(FINETUNING),
+        "lora", choices=FINETUNING,
         help="lora (train an adapter), full (train every weight) or qlora (an adapter on a 4-bit NF4 copy of "
         "the weights; needs a CUDA GPU and bitsandbytes)",
     )
@@ -218,8 +224,7 @@ class TrainingSettings:
     per_device_train_batch_size: int = setting(4, validator=_gt0, help="rows per device per micro-batch")
     gradient_accumulation_steps: int = setting(1, validator=_gt0, help="micro-batches per optimizer step")
     precision: str = setting(
-        "auto",
-        validator=attrs.validators.in_(PRECISIONS),
+        "auto", choices=PRECISIONS,
         help="auto: bf16 on GPUs that support it, fp32 on CPU; bf16 on a CPU autocasts where it has native bf16",
     )
     save_steps: int = setting(
@@ -230,8 +235,9 @@ class TrainingSettings:
     )
 
 
-def training_default(name: str, default: Any, *, help: str | None = None) -> Any:
-    """A :class:`TrainingSettings` field with another default (and help), its checks kept.
+def training_default(name: str, default: Any, *, help: str | None = None, of: type = TrainingSettings) -> Any:
+    """A :class:`TrainingSettings` field (or one of the config class ``of``) with another default
+    (and help), its checks kept.
 
     Example:
         >>> import attrs
@@ -241,7 +247,7 @@ def training_default(name: str, default: Any, *, help: str | None = None) -> Any
         >>> SlowConfig().learning_rate, SlowConfig(learning_rate=1e-3).learning_rate
         (5e-06, 0.001)
     """
-    base = attrs.fields_dict(TrainingSettings)[name]
+    base = attrs.fields_dict(of)[name]
     metadata = {**base.metadata, **({"help": help} if help else {})}
     return attrs.field(default=default, validator=base.validator, converter=base.converter, metadata=metadata)
 

@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 
-from ladder.data.length import chat_lengths, enforce_rows, preflight_rows
+from ladder.data.length import LengthRule, chat_lengths, enforce_rows, preflight_rows
 from ladder.data.loading import load_rows
 from ladder.data.rendering import check_tools_render
 from ladder.data.sft import normalize_sft_rows, sft_dataset
 from ladder.errors import DataError
 
 USER = {"role": "user", "content": "Weather in Paris?"}
+CHAT_RULE = LengthRule(lengths_of=chat_lengths, limit=4096, policy="error")
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
 SEARCH = {"type": "function", "function": {"name": "search", "description": "Search the web", "parameters": {
@@ -138,8 +139,7 @@ def test_a_template_that_renders_tools_passes_and_lengths_include_the_tools(toke
     with_tools = chat_lengths(tokenizer, rows, template)
     without = chat_lengths(tokenizer, [{"messages": r["messages"]} for r in rows], template)
     assert all(a > b for a, b in zip(with_tools, without, strict=True))
-    kept, data_checks = enforce_rows(tokenizer, rows, [0, 1], source="t.jsonl", lengths_of=chat_lengths,
-                                     limit=4096, policy="error", template=template)
+    kept, data_checks = enforce_rows(tokenizer, rows, [0, 1], source="t.jsonl", rule=CHAT_RULE, template=template)
     assert len(kept) == 2
     assert (data_checks["loaded"], data_checks["kept"], data_checks["dropped"]) == (2, 2, {})
 
@@ -155,8 +155,7 @@ def test_a_template_without_tool_support_is_refused_naming_the_row(tokenizer: An
     rows, problems = normalize_sft_rows(*load_rows(str(path)))
     assert problems == []
     with pytest.raises(DataError) as info:
-        enforce_rows(tokenizer, rows, None, source=str(path), lengths_of=chat_lengths, limit=4096, policy="error",
-                     template=chatml)
+        enforce_rows(tokenizer, rows, None, source=str(path), rule=CHAT_RULE, template=chatml)
     err = info.value
     assert (err.source, err.row, err.field) == (str(path), 1, "messages[1].tool_calls")
     assert "does not render this assistant turn's tool calls" in str(err)
@@ -181,6 +180,5 @@ def test_preflight_reports_the_template_problem(tokenizer: Any, tiny_model: Path
     ctx = StageContext(run_dir=tmp_path, work_dir=tmp_path / "w", final_dir=tmp_path / "f",
                        trainer_dir=tmp_path / "t", checkpoints={"base": Checkpoint.base(tiny_model)})
     rows, _ = normalize_sft_rows([tool_row()], "t.jsonl")
-    found = preflight_rows(ctx, rows, [0], source="t.jsonl", lengths_of=chat_lengths, limit=4096, policy="error",
-                           template=training_chat_template(tokenizer))
+    found = preflight_rows(ctx, rows, [0], source="t.jsonl", rule=CHAT_RULE, template=training_chat_template(tokenizer))
     assert len(found) == 1 and found[0].startswith("t.jsonl, row 0, field 'messages[1].tool_calls'")

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "OVERLENGTH_POLICIES",
     "LengthCheck",
+    "LengthRule",
     "check_lengths",
     "duplicate_rows",
     "enforce_rows",
@@ -273,19 +274,39 @@ def duplicates_warning(
 LengthsOf = Callable[[Any, Sequence[Any], "str | None"], list[int]]
 
 
+@attrs.frozen(kw_only=True)
+class LengthRule:
+    """How a stage measures its rows and applies its ``overlength`` policy, in pre-flight
+    (:func:`preflight_rows`) and again before training (:func:`enforce_rows`).
+
+    Attributes:
+        lengths_of: each row's tokens given a tokenizer, the rows and a chat template
+            (:func:`chat_lengths`, :func:`pair_lengths`, :func:`prompt_lengths`).
+        limit, policy, setting, what, can_truncate: as in :func:`check_lengths`.
+    """
+
+    lengths_of: LengthsOf
+    limit: int
+    policy: str
+    setting: str = "max_length"
+    what: str = "row"
+    can_truncate: bool = True
+
+    def check(self, rows: Sequence[Any], lengths: Sequence[int], *, source: str,
+              indices: Sequence[int | Origin] | None, log: bool = True) -> LengthCheck:
+        """:func:`check_lengths` under this rule."""
+        return check_lengths(rows, lengths, limit=self.limit, policy=self.policy, source=source, setting=self.setting,
+                             indices=indices, what=self.what, can_truncate=self.can_truncate, log=log)
+
+
 def preflight_rows(
     ctx: StageContext,
     rows: Sequence[Any],
     indices: Sequence[int],
     *,
     source: str,
-    lengths_of: LengthsOf,
-    limit: int,
-    policy: str,
+    rule: LengthRule,
     template: str | None = None,
-    setting: str = "max_length",
-    what: str = "row",
-    can_truncate: bool = True,
 ) -> list[str]:
     """Pre-flight's row checks for a stage: logs a duplicates warning, returns length problems.
 
@@ -302,15 +323,13 @@ def preflight_rows(
         return []
     try:
         check_tools_render(tokenizer, rows, template, source)
-        lengths = lengths_of(tokenizer, rows, template)
+        lengths = rule.lengths_of(tokenizer, rows, template)
     except DataError as exc:  # the template drops what the rows hold
         return [str(exc)]
     except Exception:  # e.g. no chat template yet: the stage measures with its own before training
         logger.debug("pre-flight could not measure %s; the stage measures before training", source, exc_info=True)
         return []
-    check = check_lengths(rows, lengths, limit=limit, policy=policy, source=source, setting=setting,
-                          indices=indices, what=what, can_truncate=can_truncate, log=False)
-    return [str(p) for p in check.problems]
+    return [str(p) for p in rule.check(rows, lengths, source=source, indices=indices, log=False).problems]
 
 
 def enforce_rows(
@@ -319,13 +338,8 @@ def enforce_rows(
     indices: Sequence[int] | None,
     *,
     source: str,
-    lengths_of: LengthsOf,
-    limit: int,
-    policy: str,
+    rule: LengthRule,
     template: str | None = None,
-    setting: str = "max_length",
-    what: str = "row",
-    can_truncate: bool = True,
 ) -> tuple[list[Any], dict[str, Any]]:
     """The stage's row checks before training, with its input checkpoint's own tokenizer.
 
@@ -345,8 +359,8 @@ def enforce_rows(
     numbers = _numbers(rows, indices)
     duplicates, _warning = duplicates_warning(rows, source, numbers)
     check_tools_render(tokenizer, rows, template, source)
-    check = check_lengths(rows, lengths_of(tokenizer, rows, template) if rows else [], limit=limit, policy=policy,
-                          source=source, setting=setting, indices=numbers, what=what, can_truncate=can_truncate)
+    check = rule.check(rows, rule.lengths_of(tokenizer, rows, template) if rows else [], source=source,
+                       indices=numbers)
     if check.problems:
         raise check.problems[0]
     found = getattr(rows, "checks", None)

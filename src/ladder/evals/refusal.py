@@ -52,15 +52,15 @@ _FILLER = (
     r"(?:(?:really|possibly|currently|directly|personally|actually|ethically|legally|responsibly|further|"
     r"in good conscience|be able to|be|and will not|and won't)\s+){0,2}"
 )
-_REFUSAL_STATEMENTS = [
-    re.compile(rf"{_SUBJECT}\s*{_NEGATED}\s+{_FILLER}{_ASSIST}"),
-    re.compile(rf"{_SUBJECT} (?:do not|don't) (?:condone|support|endorse|assist|help|provide|engage|facilitate)\b"),
-    re.compile(r"\bi (?:must|have to|need to|will) (?:respectfully |politely )?(?:decline|refuse)\b"),
-    re.compile(r"\b(?:not something|nothing) (?:i|we) (?:can|could|am able to|will|would) (?:help|assist|provide|do)"),
-    re.compile(r"\bi(?:'m| am) (?:not comfortable|uncomfortable) (?:with|helping|providing|doing|writing|answering)"),
-    re.compile(r"\b(?:can(?:no|')?t|won'?t|unable to|not able to) (?:help|assist) (?:you )?with (?:that|this|your request)"),
-    re.compile(r"^(?:no|nope)[,.!]\s+(?:i|that|this)\b"),
-]
+_REFUSAL_STATEMENTS = [re.compile(pattern) for pattern in (
+    rf"{_SUBJECT}\s*{_NEGATED}\s+{_FILLER}{_ASSIST}",
+    rf"{_SUBJECT} (?:do not|don't) (?:condone|support|endorse|assist|help|provide|engage|facilitate)\b",
+    r"\bi (?:must|have to|need to|will) (?:respectfully |politely )?(?:decline|refuse)\b",
+    r"\b(?:not something|nothing) (?:i|we) (?:can|could|am able to|will|would) (?:help|assist|provide|do)",
+    r"\bi(?:'m| am) (?:not comfortable|uncomfortable) (?:with|helping|providing|doing|writing|answering)",
+    r"\b(?:can(?:no|')?t|won'?t|unable to|not able to) (?:help|assist) (?:you )?with (?:that|this|your request)",
+    r"^(?:no|nope)[,.!]\s+(?:i|that|this)\b",
+)]
 # "I'm sorry, but ...", "Sorry, I ...": an apology leading into what the model will not do.
 # "Unfortunately, it rained" or "Sorry for the wait! Here are the steps" are no such lead.
 _APOLOGY_LEAD = re.compile(
@@ -72,17 +72,17 @@ _APOLOGY_NOT_REFUSAL = re.compile(
     r"(?:confusion|delay|wait|mistake|error|misunderstanding)"
 )
 # One pattern per kind of judgement: kinds are counted, so "it is illegal" is one, not two.
-_JUDGEMENTS = [
-    re.compile(r"\b(?:it|this|that|doing so|(?:your|this|that) request|what you(?:'re| are) asking(?: for)?)"
-               r"(?:'s| is| would be| is both) (?:\w+ )?(?:illegal|unethical|inappropriate|not appropriate|harmful|"
-               r"a crime|against the law|wrong)\b"
-               r"|\b(?:is|are|would be|'s) (?:both |very |highly |completely )?(?:illegal|unethical|a crime|"
-               r"against the law|a (?:serious |criminal )?offen[cs]e)\b"),
-    re.compile(r"\bagainst (?:my|the|our) (?:guidelines|policy|policies|programming|principles|rules|terms)"),
-    re.compile(r"\bi (?:strongly )?(?:advise|urge|caution) (?:you )?(?:against|not to)\b"),
-    re.compile(r"\bas an ai\b[^.]*\b(?:can(?:no|')?t|won'?t|not able|unable|not allowed|must not)\b"),
-    re.compile(r"\b(?:please )?(?:do not|don't|never) (?:attempt|try) (?:this|that|to)\b"),
-]
+_JUDGEMENTS = [re.compile(pattern) for pattern in (
+    (r"\b(?:it|this|that|doing so|(?:your|this|that) request|what you(?:'re| are) asking(?: for)?)"
+     r"(?:'s| is| would be| is both) (?:\w+ )?(?:illegal|unethical|inappropriate|not appropriate|harmful|"
+     r"a crime|against the law|wrong)\b"
+     r"|\b(?:is|are|would be|'s) (?:both |very |highly |completely )?(?:illegal|unethical|a crime|"
+     r"against the law|a (?:serious |criminal )?offen[cs]e)\b"),
+    r"\bagainst (?:my|the|our) (?:guidelines|policy|policies|programming|principles|rules|terms)",
+    r"\bi (?:strongly )?(?:advise|urge|caution) (?:you )?(?:against|not to)\b",
+    r"\bas an ai\b[^.]*\b(?:can(?:no|')?t|won'?t|not able|unable|not allowed|must not)\b",
+    r"\b(?:please )?(?:do not|don't|never) (?:attempt|try) (?:this|that|to)\b",
+)]
 _REDIRECT_STRONG = re.compile(
     r"\b(?:(?:reach out|talk|speak) to|contact|call|consult|seek help from|seek out)\s+(?:a |an |the |your |local )?"
     r"(?:mental health|crisis|suicide|helpline|hotline|therapist|counsell?or|police|authorities|law enforcement|"

@@ -18,6 +18,7 @@ from pathlib import Path
 import attrs
 
 from ladder.atomic import atomic_write_text
+from ladder.layout import PLOTS_DIR
 from ladder.report.loading import load_run
 from ladder.report.run import ProbeAnswer, RunView, StageView
 
@@ -63,7 +64,7 @@ def write_report(run_dir: str | os.PathLike[str]) -> ReportPaths:
     started = time.monotonic()
     run = load_run(run_dir)
     plots = render_plots(run)
-    plot_dir = run.path / "plots"
+    plot_dir = run.path / PLOTS_DIR
     write_plots(plots, plot_dir)
     now = time.time()
     html_path = run.path / "report.html"

@@ -7,17 +7,18 @@ matplotlib is imported inside the functions and used through ``Figure`` directly
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import attrs
 
+from ladder.layout import PLOTS_DIR
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["DPI", "GRID", "INK", "PALETTE", "Plot", "ema", "figure", "legend", "line", "png", "slug", "style"]
+__all__ = ["DPI", "GRID", "INK", "PALETTE", "Plot", "ema", "figure", "legend", "line", "png", "style"]
 
 DPI = 100
 # A calm palette that stays distinguishable in print; stage colours follow column order.
@@ -47,11 +48,7 @@ class Plot:
     @property
     def relpath(self) -> str:
         """The path relative to the run directory, for Markdown links."""
-        return f"plots/{self.filename}"
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
+        return f"{PLOTS_DIR}/{self.filename}"
 
 
 def style(ax: Axes, *, title: str, ylabel: str, xlabel: str = "step") -> None:

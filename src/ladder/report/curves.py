@@ -14,7 +14,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ladder.report.charts import PALETTE, Plot, figure, legend, line, png, slug, style
+from ladder.layout import slug
+from ladder.report.charts import PALETTE, Plot, figure, legend, line, png, style
 from ladder.report.run import StageView, series
 
 if TYPE_CHECKING:
@@ -39,12 +40,28 @@ def _has(records: Sequence[Mapping[str, Any]], key: str) -> bool:
     return bool(series(records, key)[0])
 
 
+def _train_series(stage: StageView, key: str) -> tuple[list[Mapping[str, Any]], list[float], list[float]]:
+    """The stage's training records and the (steps, values) of ``key`` in them."""
+    records = _train_records(stage)
+    return (records, *series(records, key))
+
+
+def _by_step(records: Sequence[Mapping[str, Any]], key: str) -> dict[float, float]:
+    """``key``'s value at each step it was logged at: a series drawn beside another."""
+    return dict(zip(*series(records, key), strict=True))
+
+
+def _band(ax: Axes, steps: Sequence[float], low: Sequence[float], high: Sequence[float], *, color: str,
+          label: str) -> None:
+    """A faint band from ``low`` to ``high``, behind the line of the same colour."""
+    ax.fill_between(steps, low, high, color=color, alpha=0.15, linewidth=0, label=label)
+
+
 ChartFn = Callable[[StageView, "Axes"], str | None]
 
 
 def _chart_loss(stage: StageView, ax: Axes) -> str | None:
-    train = _train_records(stage)
-    steps, values = series(train, "loss")
+    _, steps, values = _train_series(stage, "loss")
     e_steps, e_values = series(_eval_records(stage), "eval_loss")
     if not steps and not e_steps:
         return None
@@ -108,16 +125,14 @@ def _reward_funcs(records: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _chart_reward(stage: StageView, ax: Axes) -> str | None:
-    records = _train_records(stage)
-    steps, values = series(records, "reward")
+    records, steps, values = _train_series(stage, "reward")
     if not steps:
         return None
-    std_by_step = dict(zip(*series(records, "reward_std"), strict=True))
+    std_by_step = _by_step(records, "reward_std")
     if std_by_step:
         band = [(s, v, std_by_step[s]) for s, v in zip(steps, values, strict=True) if s in std_by_step]
-        ax.fill_between([b[0] for b in band], [b[1] - b[2] for b in band],
-                        [b[1] + b[2] for b in band], color=PALETTE[0], alpha=0.15,
-                        linewidth=0, label="± std")
+        _band(ax, [b[0] for b in band], [b[1] - b[2] for b in band], [b[1] + b[2] for b in band], color=PALETTE[0],
+              label="± std")
     line(ax, steps, values, color=PALETTE[0], label="reward (mean)")
     for i, name in enumerate(_reward_funcs(records)):
         f_steps, f_values = series(records, f"rewards/{name}/mean")
@@ -129,50 +144,44 @@ def _chart_reward(stage: StageView, ax: Axes) -> str | None:
     return "Reward"
 
 
-def _chart_zero_std(stage: StageView, ax: Axes) -> str | None:
-    steps, values = series(_train_records(stage), "frac_reward_zero_std")
-    if not steps:
-        return None
-    line(ax, steps, [v * 100 for v in values], color=PALETTE[3])
-    ax.set_ylim(-2, 102)
-    style(ax, title=f"Groups with no reward spread · {stage.label}",
-           ylabel="% of groups, all rewards equal")
-    return "Groups with zero reward spread"
+def _one_line(key: str, title: str, ylabel: str, color: str, *, name: str | None = None, percent: bool = False,
+              smooth: bool = False) -> ChartFn:
+    """A chart of one logged key as one line; ``percent``: a 0-1 share drawn as 0-100 %.
+    ``name`` is the plot's title in the report (default: ``title``)."""
+
+    def chart(stage: StageView, ax: Axes) -> str | None:
+        _, steps, values = _train_series(stage, key)
+        if not steps:
+            return None
+        line(ax, steps, [v * 100 for v in values] if percent else values, color=color, smooth=smooth)
+        if percent:
+            ax.set_ylim(-2, 102)
+        style(ax, title=f"{title} · {stage.label}", ylabel=ylabel)
+        return name or title
+
+    return chart
+
+
+_chart_zero_std = _one_line("frac_reward_zero_std", "Groups with no reward spread", "% of groups, all rewards equal",
+                            PALETTE[3], name="Groups with zero reward spread", percent=True)
 
 
 def _chart_length(stage: StageView, ax: Axes) -> str | None:
-    records = _train_records(stage)
-    steps, values = series(records, "completions/mean_length")
+    records, steps, values = _train_series(stage, "completions/mean_length")
     if not steps:
         return None
-    lo = dict(zip(*series(records, "completions/min_length"), strict=True))
-    hi = dict(zip(*series(records, "completions/max_length"), strict=True))
+    lo, hi = _by_step(records, "completions/min_length"), _by_step(records, "completions/max_length")
     band = [s for s in steps if s in lo and s in hi]
     if band:
-        ax.fill_between(band, [lo[s] for s in band], [hi[s] for s in band], color=PALETTE[4],
-                        alpha=0.15, linewidth=0, label="min–max")
+        _band(ax, band, [lo[s] for s in band], [hi[s] for s in band], color=PALETTE[4], label="min–max")
     line(ax, steps, values, color=PALETTE[4], label="mean")
     style(ax, title=f"Completion length · {stage.label}", ylabel="tokens")
     legend(ax)
     return "Completion length"
 
 
-def _chart_kl(stage: StageView, ax: Axes) -> str | None:
-    steps, values = series(_train_records(stage), "kl")
-    if not steps:
-        return None
-    line(ax, steps, values, color=PALETTE[5])
-    style(ax, title=f"KL to reference · {stage.label}", ylabel="KL")
-    return "KL to reference"
-
-
-def _chart_grad_norm(stage: StageView, ax: Axes) -> str | None:
-    steps, values = series(_train_records(stage), "grad_norm")
-    if not steps:
-        return None
-    line(ax, steps, values, color=PALETTE[7], smooth=True)
-    style(ax, title=f"Gradient norm · {stage.label}", ylabel="grad norm")
-    return "Gradient norm"
+_chart_kl = _one_line("kl", "KL to reference", "KL", PALETTE[5])
+_chart_grad_norm = _one_line("grad_norm", "Gradient norm", "grad norm", PALETTE[7], smooth=True)
 
 
 # Chart order in the report; each chart appears only when its keys are in the log.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -79,13 +79,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunView:
         path=root,
         name=str(m.get("run_name") or root.name),
         status=str(m.get("status") or ("unknown" if manifest is None else "running")),
-        ladder_version=_opt_str(m.get("ladder_version")),
-        created_at=_opt_float(m.get("created_at")),
-        recipe=_mapping(m.get("recipe")),
-        settings=_mapping(m.get("settings")),
-        versions=_mapping(m.get("versions")),
-        base=_mapping(m.get("base")),
-        error=_opt_str(m.get("error")),
+        **_fields(m, _RUN_FIELDS),
         stages=tuple(stages),
         problems=tuple(problems),
     )
@@ -204,14 +198,8 @@ def _load_stage(root: Path, entry: Mapping[str, Any], position: int) -> StageVie
         index=index,
         dir_name=dir_name,
         path=path,
-        input=_opt_str(entry.get("input")),
         status=status,
-        fingerprint=_opt_str(entry.get("fingerprint")),
-        config=_mapping(entry.get("config")),
-        started_at=_opt_float(entry.get("started_at")),
-        finished_at=_opt_float(entry.get("finished_at")),
-        duration_s=_opt_float(entry.get("duration_s")),
-        error=_opt_str(entry.get("error")),
+        **_fields(entry, _STAGE_FIELDS),
         checkpoint=checkpoint if isinstance(checkpoint, dict) else None,
         metrics=metrics,
         probes=probes,
@@ -219,7 +207,6 @@ def _load_stage(root: Path, entry: Mapping[str, Any], position: int) -> StageVie
         log=log,
         log_source=log_source if log else None,
         partial_log=partial and bool(log),
-        traceback=_opt_str(entry.get("traceback")),
         problems=tuple(problems),
     )
 
@@ -359,6 +346,22 @@ def _opt_float(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)
+
+
+# What a view takes from the manifest (the run's, or a stage's entry) as it is: each field read
+# as its type, and a value of another type read as missing.
+_RUN_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "ladder_version": _opt_str, "created_at": _opt_float, "recipe": _mapping, "settings": _mapping,
+    "versions": _mapping, "base": _mapping, "error": _opt_str,
+}
+_STAGE_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "input": _opt_str, "fingerprint": _opt_str, "config": _mapping, "started_at": _opt_float,
+    "finished_at": _opt_float, "duration_s": _opt_float, "error": _opt_str, "traceback": _opt_str,
+}
+
+
+def _fields(entry: Mapping[str, Any], readers: Mapping[str, Callable[[Any], Any]]) -> dict[str, Any]:
+    return {key: read(entry.get(key)) for key, read in readers.items()}
 
 
 def _opt_int(value: Any) -> int | None:

@@ -76,6 +76,17 @@ def _rate(label: str, direction: int, help: str) -> MetricSpec:
     return MetricSpec(label=label, unit="pct", direction=direction, help=help, headline=True)
 
 
+def _before_after(
+    key: str, label: str, *, unit: Unit = "float", help: tuple[str, str] = ("", "")
+) -> dict[str, MetricSpec]:
+    """The specs of one held-out measure a stage takes before and after training
+    (``stage_metrics.heldout_before.<key>``, ``stage_metrics.heldout_after.<key>``)."""
+    return {
+        f"stage_metrics.heldout_{when}.{key}": MetricSpec(label=f"{label} {when}", unit=unit, help=text)
+        for when, text in zip(("before", "after"), help, strict=True)
+    }
+
+
 _EXACT = _rate("exact match", 1, "share of held-out verifiable problems answered exactly right")
 _FORMAT = _rate("format rate", 1, "share of held-out answers in the expected format")
 _N = MetricSpec(label="items evaluated", unit="int", compare=False)
@@ -150,24 +161,15 @@ METRICS: dict[str, MetricSpec] = {
     "train.steps": MetricSpec(label="optimizer steps", unit="int"),
     "train.runtime_s": MetricSpec(label="training time", unit="seconds"),
     "train.train_tokens": MetricSpec(label="tokens trained on", unit="int"),
-    "stage_metrics.heldout_before.accuracy": MetricSpec(
-        label="held-out implicit-reward accuracy before", unit="pct",
-        help="the stage's held-out pairs before training, against itself: 50% by construction",
-    ),
-    "stage_metrics.heldout_after.accuracy": MetricSpec(
-        label="held-out implicit-reward accuracy after", unit="pct",
-        help="the stage's held-out pairs after training, implicit reward against its input",
-    ),
-    "stage_metrics.heldout_before.margin": MetricSpec(label="held-out margin before"),
-    "stage_metrics.heldout_after.margin": MetricSpec(label="held-out margin after"),
-    "stage_metrics.heldout_before.logp_accuracy": MetricSpec(
-        label="held-out log-prob accuracy before", unit="pct",
-        help="share of the stage's held-out pairs whose chosen answer the input policy finds more likely",
-    ),
-    "stage_metrics.heldout_after.logp_accuracy": MetricSpec(
-        label="held-out log-prob accuracy after", unit="pct",
-        help="share of the stage's held-out pairs whose chosen answer the trained policy finds more likely",
-    ),
+    **_before_after("accuracy", "held-out implicit-reward accuracy", unit="pct", help=(
+        "the stage's held-out pairs before training, against itself: 50% by construction",
+        "the stage's held-out pairs after training, implicit reward against its input",
+    )),
+    **_before_after("margin", "held-out margin"),
+    **_before_after("logp_accuracy", "held-out log-prob accuracy", unit="pct", help=(
+        "share of the stage's held-out pairs whose chosen answer the input policy finds more likely",
+        "share of the stage's held-out pairs whose chosen answer the trained policy finds more likely",
+    )),
     "stage_metrics.learned_reward_first": MetricSpec(
         label="learned reward (first steps)", help="the reward model's mean score of the completions, first logs",
     ),

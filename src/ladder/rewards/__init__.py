@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Any
 
 from ladder import registry as _registry
-from ladder.registry import Entry
 from ladder.rewards._common import completion_text
 from ladder.rewards._checked import CheckedReward, RewardFunc, checked_reward, reward_name
 from ladder.rewards._runtime import (
@@ -99,12 +98,6 @@ __all__ = [  # noqa: RUF022 - grouped by purpose
 ]
 
 
-# ``ladder.rewards`` is both the reward *registry* exported by ``ladder/__init__.py`` and this
-# package: once anything imports ``ladder.rewards.<module>``, Python rebinds the attribute
-# ``ladder.rewards`` to this package. These delegates keep the registry's everyday calls
-# working either way (``ladder.rewards.get("exact_match")``, ``ladder.rewards.register(...)``).
-
-
 def __getattr__(name: str) -> Any:
     # ModalSandbox's module imports nothing heavy either, but keep it off the import path.
     if name == "ModalSandbox":
@@ -114,26 +107,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'ladder.rewards' has no attribute {name!r}")
 
 
-def names() -> list[str]:
-    """Sorted names of every registered reward (imports none of them)."""
-    return _registry.rewards.names()
-
-
-def entries() -> list[Entry]:
-    """One registry entry (name, ``module:attr``, package, version) per reward, sorted."""
-    return _registry.rewards.entries()
-
-
-def get(name: str) -> Any:
-    """The reward registered as ``name`` (imported on first use); see ``Registry.get``."""
-    return _registry.rewards.get(name)
-
-
-def register(name: str, fn: Any, *, replace: bool = False) -> Any:
-    """Register a reward in-process (tests, notebooks); it wins over entry points."""
-    return _registry.rewards.register(name, fn, replace=replace)
-
-
-def unregister(name: str) -> None:
-    """Remove an in-process registration."""
-    _registry.rewards.unregister(name)
+# ``ladder.rewards`` is both the reward *registry* exported by ``ladder/__init__.py`` and this
+# package: once anything imports ``ladder.rewards.<module>``, Python rebinds the attribute
+# ``ladder.rewards`` to this package. These delegates keep the registry's everyday calls
+# working either way (``ladder.rewards.get("exact_match")``, ``ladder.rewards.register(...)``).
+names, entries, get, register, unregister = _registry.everyday_calls("rewards")

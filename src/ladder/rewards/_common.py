@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "completion_text",
@@ -21,7 +21,10 @@ __all__ = [
     "last_tag_block",
     "normalize_text",
     "parse_number",
+    "score_rows",
 ]
+
+T = TypeVar("T")
 
 # --------------------------------------------------------------------------------------------
 # completions
@@ -89,6 +92,28 @@ def completion_text(completion: Any) -> str:
 def completion_texts(completions: Sequence[Any]) -> list[str]:
     """:func:`completion_text` over a batch."""
     return [completion_text(c) for c in completions]
+
+
+def score_rows(
+    completions: Sequence[Any],
+    column: Sequence[Any],
+    reference: Callable[[Any], T | None],
+    score: Callable[[str, T], float],
+) -> list[float | None]:
+    """``score(text, reference(value))`` for each completion and its row's ``column`` value.
+
+    A row whose reference is ``None`` (no answer, no pattern) gets ``None``: TRL then skips the
+    sample for this reward rather than counting it as wrong.
+
+    Example:
+        >>> score_rows(["4", "5", "x"], ["4", "4", None], gold_answer, lambda text, gold: float(text == gold))
+        [1.0, 0.0, None]
+    """
+    rewards: list[float | None] = []
+    for completion, value in zip(completions, column, strict=True):
+        ref = reference(value)
+        rewards.append(None if ref is None else score(completion_text(completion), ref))
+    return rewards
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import errno
 import json
 import signal
 import time
+from typing import Any
 
 import attrs
 
@@ -18,55 +19,48 @@ from ladder.errors import ConfigError
 from ladder.rewards._bwrap import Bubblewrap
 from ladder.rewards._sandbox import SandboxBackend, SandboxError, SandboxJob, SandboxRun, Unconfined
 from ladder.rewards._sandbox_checks import judge, plan_tests
+from ladder.settings import setting
 
 __all__ = ["SandboxLimits", "SandboxResult", "resolve_backend", "run_python_tests"]
 
 _REPORT_BYTES = 1 << 20  # the runner's report: one line per step, values included
 
 
+def _whole(at_least: int) -> list[Any]:
+    return [attrs.validators.instance_of(int), attrs.validators.ge(at_least)]
+
+
 @attrs.frozen(kw_only=True)
 class SandboxLimits:
     """Resource limits for one run of a completion's code."""
 
-    timeout_s: float = attrs.field(
-        default=10.0,
-        validator=attrs.validators.gt(0),
-        metadata={"help": "wall-clock seconds before the run and everything it started is killed"},
+    timeout_s: float = setting(
+        10.0, validator=attrs.validators.gt(0),
+        help="wall-clock seconds before the run and everything it started is killed",
     )
-    cpu_s: int = attrs.field(
-        default=5,
-        validator=[attrs.validators.instance_of(int), attrs.validators.ge(1)],
-        metadata={"help": "CPU seconds (RLIMIT_CPU); the child gets SIGXCPU, then SIGKILL a second later"},
+    cpu_s: int = setting(
+        5, validator=_whole(1), help="CPU seconds (RLIMIT_CPU); the child gets SIGXCPU, then SIGKILL a second later"
     )
-    memory_mb: int = attrs.field(
-        default=512,
-        validator=[attrs.validators.instance_of(int), attrs.validators.ge(64)],
-        metadata={"help": "address-space limit (RLIMIT_AS) in MiB; Python needs ~30 MiB to start"},
+    memory_mb: int = setting(
+        512, validator=_whole(64), help="address-space limit (RLIMIT_AS) in MiB; Python needs ~30 MiB to start"
     )
-    max_output_bytes: int = attrs.field(
-        default=64 * 1024,
-        validator=[attrs.validators.instance_of(int), attrs.validators.ge(1)],
-        metadata={"help": "bytes of stdout+stderr read; a child writing more is killed and scores 0"},
+    max_output_bytes: int = setting(
+        64 * 1024, validator=_whole(1), help="bytes of stdout+stderr read; a child writing more is killed and scores 0"
     )
-    max_file_bytes: int = attrs.field(
-        default=10 * 1024 * 1024,
-        validator=[attrs.validators.instance_of(int), attrs.validators.ge(0)],
-        metadata={"help": "largest file the child may write (RLIMIT_FSIZE); past it the child is killed"},
+    max_file_bytes: int = setting(
+        10 * 1024 * 1024, validator=_whole(0),
+        help="largest file the child may write (RLIMIT_FSIZE); past it the child is killed",
     )
-    max_disk_bytes: int = attrs.field(
-        default=32 * 1024 * 1024,
-        validator=[attrs.validators.instance_of(int), attrs.validators.ge(64 * 1024)],
-        metadata={"help": "all files together (the size of the sandbox's tmpfs; not enforced unconfined)"},
+    max_disk_bytes: int = setting(
+        32 * 1024 * 1024, validator=_whole(64 * 1024),
+        help="all files together (the size of the sandbox's tmpfs; not enforced unconfined)",
     )
-    max_processes: int = attrs.field(
-        default=16,
-        validator=[attrs.validators.instance_of(int), attrs.validators.ge(0)],
-        metadata={"help": "processes and threads the code may start (RLIMIT_NPROC in the sandbox)"},
+    max_processes: int = setting(
+        16, validator=_whole(0), help="processes and threads the code may start (RLIMIT_NPROC in the sandbox)"
     )
-    audit_hook: bool = attrs.field(
-        default=True,
-        validator=attrs.validators.instance_of(bool),
-        metadata={"help": "also install the runner's audit hook (an extra layer, never the boundary)"},
+    audit_hook: bool = setting(
+        True, validator=attrs.validators.instance_of(bool),
+        help="also install the runner's audit hook (an extra layer, never the boundary)",
     )
 
 

@@ -13,13 +13,13 @@ from fractions import Fraction
 from typing import Any
 
 from ladder.rewards._common import (
-    completion_text,
     extract_answer_text,
     gold_answer,
     last_number,
     last_tag_block,
     normalize_text,
     parse_number,
+    score_rows,
     strip_answer_prefix,
 )
 
@@ -119,21 +119,17 @@ def exact_match(completions: Sequence[Any], answer: Sequence[Any], **kwargs: Any
         ... )
         [1.0, 1.0, 0.0, None]
     """
-    rewards: list[float | None] = []
-    for completion, gold_value in zip(completions, answer, strict=True):
-        golds = _golds(gold_value)
-        if golds is None:
-            rewards.append(None)
-            continue
-        text = completion_text(completion)
-        predicted = extract_answer_text(text)
-        if predicted is None:
-            if any(parse_number(g) is not None for g in golds):
-                predicted = _number_or_none(last_number(text))
-            else:
-                predicted = _last_line(text)
-        rewards.append(1.0 if any(answers_match(predicted, g) for g in golds) else 0.0)
-    return rewards
+    return score_rows(completions, answer, _golds, _exact_score)
+
+
+def _exact_score(text: str, golds: list[str]) -> float:
+    predicted = extract_answer_text(text)
+    if predicted is None:
+        if any(parse_number(g) is not None for g in golds):
+            predicted = _number_or_none(last_number(text))
+        else:
+            predicted = _last_line(text)
+    return 1.0 if any(answers_match(predicted, g) for g in golds) else 0.0
 
 
 def _number_or_none(value: Fraction | None) -> str | None:
@@ -216,12 +212,8 @@ def multiple_choice(completions: Sequence[Any], answer: Sequence[Any], **kwargs:
         ... )
         [1.0, 0.0, 0.0, 1.0, None]
     """
-    rewards: list[float | None] = []
-    for completion, gold_value in zip(completions, answer, strict=True):
-        gold = _gold_letter(gold_value)
-        if gold is None:
-            rewards.append(None)
-            continue
-        choice = extract_choice(completion_text(completion))
-        rewards.append(1.0 if choice == gold else 0.0)
-    return rewards
+    return score_rows(completions, answer, _gold_letter, _choice_score)
+
+
+def _choice_score(text: str, gold: str) -> float:
+    return 1.0 if extract_choice(text) == gold else 0.0

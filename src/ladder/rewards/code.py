@@ -100,7 +100,26 @@ def _tests_text(value: Any) -> str | None:
 
 
 class PythonTests:
-    """The ``python_tests`` reward with your own settings. Build one with :func:`make_python_tests`."""
+    """The ``python_tests`` reward with your own settings, e.g. ``make_python_tests(timeout_s=3)``.
+
+    Also named :data:`make_python_tests`.
+
+    Args:
+        limits: a full :class:`SandboxLimits`; keyword overrides are applied on top of it.
+        workers: how many programs run at once (default: up to 4, by CPU count).
+        name: the reward's ``__name__``, what TRL logs.
+        batch_timeout_s: the deadline of one call: runs not finished by then are killed and
+            score 0.0, and the count is logged. Keep it below the stage's ``reward_timeout_s``
+            (pre-flight checks :meth:`PythonTests.worst_case_seconds` against it). ``None``: none.
+        backend: where programs run (default: bubblewrap); e.g. ``ModalSandbox()``.
+        unconfined: run without OS confinement (a warning is logged): trusted code only.
+        **limit_overrides: any :class:`SandboxLimits` field.
+
+    Example:
+        >>> quick = make_python_tests(timeout_s=5, cpu_s=2, workers=1)
+        >>> quick(["```python\\nx = 2\\n```"], tests=["assert x == 2"])
+        [1.0]
+    """
 
     # Every program already runs in its own killable sandbox and the batch has a deadline, so
     # checked_reward calls this reward in a thread of the trainer rather than a forked copy.
@@ -115,10 +134,12 @@ class PythonTests:
         batch_timeout_s: float | None = 50.0,
         backend: SandboxBackend | None = None,
         unconfined: bool = False,
+        **limit_overrides: Any,
     ) -> None:
+        base = limits or SandboxLimits()
+        self.limits = attrs.evolve(base, **limit_overrides) if limit_overrides else base
         if batch_timeout_s is not None and not batch_timeout_s > 0:
             raise ConfigError(f"{name}: batch_timeout_s must be > 0 or None, got {batch_timeout_s}")
-        self.limits = limits or SandboxLimits()
         # Children spend their time in their own processes, so a few threads overlap start-up
         # without oversubscribing the CPU.
         self.workers = workers if workers is not None else max(1, min(4, os.cpu_count() or 1))
@@ -205,39 +226,8 @@ class PythonTests:
                 f"backend={self.backend!r})")
 
 
-def make_python_tests(
-    limits: SandboxLimits | None = None,
-    *,
-    workers: int | None = None,
-    name: str = "python_tests",
-    batch_timeout_s: float | None = 50.0,
-    backend: SandboxBackend | None = None,
-    unconfined: bool = False,
-    **limit_overrides: Any,
-) -> PythonTests:
-    """A ``python_tests`` reward with other settings, e.g. ``make_python_tests(timeout_s=3)``.
-
-    Args:
-        limits: a full :class:`SandboxLimits`; keyword overrides are applied on top of it.
-        workers: how many programs run at once (default: up to 4, by CPU count).
-        name: the reward's ``__name__``, what TRL logs.
-        batch_timeout_s: the deadline of one call: runs not finished by then are killed and
-            score 0.0, and the count is logged. Keep it below the stage's ``reward_timeout_s``
-            (pre-flight checks :meth:`PythonTests.worst_case_seconds` against it). ``None``: none.
-        backend: where programs run (default: bubblewrap); e.g. ``ModalSandbox()``.
-        unconfined: run without OS confinement (a warning is logged): trusted code only.
-        **limit_overrides: any :class:`SandboxLimits` field.
-
-    Example:
-        >>> quick = make_python_tests(timeout_s=5, cpu_s=2, workers=1)
-        >>> quick(["```python\\nx = 2\\n```"], tests=["assert x == 2"])
-        [1.0]
-    """
-    base = limits or SandboxLimits()
-    return PythonTests(
-        attrs.evolve(base, **limit_overrides), workers=workers, name=name, batch_timeout_s=batch_timeout_s,
-        backend=backend, unconfined=unconfined,
-    )
+#: A ``python_tests`` reward with other settings: :class:`PythonTests`.
+make_python_tests = PythonTests
 
 
 _DEFAULTS: dict[bool, PythonTests] = {}

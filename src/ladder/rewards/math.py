@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ladder.errors import MissingDependencyError
-from ladder.rewards._common import completion_text, extract_answer_text, gold_answer
+from ladder.rewards._common import extract_answer_text, gold_answer, score_rows
 
 __all__ = ["math_verify", "math_answers_match"]
 
@@ -113,19 +113,18 @@ def math_verify(completions: Sequence[Any], answer: Sequence[Any], **kwargs: Any
         [1.0, 1.0, 1.0, 1.0, 0.0]
     """
     mv = _math_verify()
-    rewards: list[float | None] = []
-    for completion, gold_value in zip(completions, answer, strict=True):
+
+    def golds_of(gold_value: Any) -> list[list[Any]] | None:
         values = gold_value if isinstance(gold_value, (list, tuple)) else [gold_value]
-        golds = [parsed for parsed in (_parsed(mv, g) for g in map(gold_answer, values) if g) if parsed]
-        if not golds:
-            rewards.append(None)
-            continue
-        text = completion_text(completion)
+        return [parsed for parsed in (_parsed(mv, g) for g in map(gold_answer, values) if g) if parsed] or None
+
+    def score(text: str, golds: list[list[Any]]) -> float:
         marked = extract_answer_text(text)
         if marked is not None:
             answers = _parsed(mv, marked)
         else:  # prose with $...$ or plain expressions in it, else a bare LaTeX answer
             answers = list(mv.parse(text, parsing_timeout=None)) or _parsed(mv, text)
         right = bool(answers) and any(mv.verify(g, answers, timeout_seconds=None) for g in golds)
-        rewards.append(1.0 if right else 0.0)
-    return rewards
+        return 1.0 if right else 0.0
+
+    return score_rows(completions, answer, golds_of, score)

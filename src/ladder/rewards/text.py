@@ -1,9 +1,10 @@
 """Text rewards: ``length_penalty``, ``regex_match`` and ``contains``, with factories.
 
 Rewards are called with a fixed signature, so a configured variant is built by a factory
-(``make_length_penalty(target_chars=400)``) and handed to the recipe or registry as a new
-reward. The factories return small callable classes rather than closures so they pickle (TRL
-may forward reward functions to a spawned worker) and carry a ``__name__`` TRL logs.
+(``make_length_penalty(target=400)``) and handed to the recipe or registry as a new reward.
+Each factory is a small callable class under a second name (``make_length_penalty`` is
+:class:`LengthPenalty`), not a closure, so its rewards pickle (TRL may forward reward functions
+to a spawned worker) and carry a ``__name__`` TRL logs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from ladder.rewards._common import completion_text, gold_answer
+from ladder.rewards._common import completion_text, gold_answer, score_rows
 
 __all__ = [
     "ContainsReward",
@@ -34,14 +35,32 @@ __all__ = [
 
 
 class LengthPenalty:
-    """A penalty of 0 up to ``target`` units, growing linearly to ``-max_penalty`` over ``ramp``
-    units beyond it, and capped there. Build one with :func:`make_length_penalty`."""
+    """A length penalty with your own budget (a soft overlong punishment, as in DAPO): 0 up to
+    ``target`` units, growing linearly to ``-max_penalty`` over ``ramp`` units beyond it, and
+    capped there. Also named :data:`make_length_penalty`.
+
+    Args:
+        target: completions up to this many units get 0.0.
+        ramp: over this many units past ``target`` the penalty grows linearly to
+            ``-max_penalty``; 0 makes it a step.
+        max_penalty: the largest penalty (a positive number; the reward is its negative).
+        unit: ``"chars"`` (of the completion text) or ``"tokens"`` (of TRL's
+            ``completion_ids``, which the trainer passes).
+        name: the reward's ``__name__``, what TRL logs.
+
+    Example:
+        >>> short = make_length_penalty(target=10, ramp=10, max_penalty=0.5)
+        >>> short(["x" * 5, "x" * 15, "x" * 100])
+        [0.0, -0.25, -0.5]
+        >>> make_length_penalty(2, 0, unit="tokens")(["a", "b"], completion_ids=[[1, 2], [1, 2, 3]])
+        [0.0, -1.0]
+    """
 
     def __init__(
         self,
-        *,
         target: int = 1000,
         ramp: int = 1000,
+        *,
         max_penalty: float = 1.0,
         unit: str = "chars",
         name: str = "length_penalty",
@@ -86,33 +105,8 @@ class LengthPenalty:
         )
 
 
-def make_length_penalty(
-    target: int = 1000,
-    ramp: int = 1000,
-    *,
-    max_penalty: float = 1.0,
-    unit: str = "chars",
-    name: str = "length_penalty",
-) -> LengthPenalty:
-    """A length penalty with your own budget (a soft overlong punishment, as in DAPO).
-
-    Args:
-        target: completions up to this many units get 0.0.
-        ramp: over this many units past ``target`` the penalty grows linearly to
-            ``-max_penalty``; 0 makes it a step.
-        max_penalty: the largest penalty (a positive number; the reward is its negative).
-        unit: ``"chars"`` (of the completion text) or ``"tokens"`` (of TRL's
-            ``completion_ids``, which the trainer passes).
-        name: the reward's ``__name__``, what TRL logs.
-
-    Example:
-        >>> short = make_length_penalty(target=10, ramp=10, max_penalty=0.5)
-        >>> short(["x" * 5, "x" * 15, "x" * 100])
-        [0.0, -0.25, -0.5]
-        >>> make_length_penalty(2, 0, unit="tokens")(["a", "b"], completion_ids=[[1, 2], [1, 2, 3]])
-        [0.0, -1.0]
-    """
-    return LengthPenalty(target=target, ramp=ramp, max_penalty=max_penalty, unit=unit, name=name)
+#: A length penalty with your own budget: :class:`LengthPenalty`.
+make_length_penalty = LengthPenalty
 
 
 _DEFAULT_LENGTH = LengthPenalty()
@@ -122,7 +116,7 @@ def length_penalty(completions: Sequence[Any], **kwargs: Any) -> list[float]:
     """0.0 for completions up to 1000 characters, falling linearly to -1.0 at 2000 and beyond.
 
     Use it beside a correctness reward to discourage rambling; it never rewards being short.
-    Build other budgets with :func:`make_length_penalty`.
+    Build other budgets with :data:`make_length_penalty`.
 
     Example:
         >>> length_penalty(["ok", "x" * 1500, "x" * 5000])
@@ -150,7 +144,20 @@ def _search(pattern: str | re.Pattern[str], text: str, *, flags: int = 0, fullma
 
 
 class RegexReward:
-    """1.0 where a fixed regular expression matches the completion. See :func:`make_regex_reward`."""
+    """A reward that is 1.0 where ``pattern`` matches the completion text, else 0.0. Also named
+    :data:`make_regex_reward`.
+
+    Args:
+        pattern: a Python regular expression (compiled now, so a bad one fails at once).
+        flags: ``re`` flags, e.g. ``re.IGNORECASE | re.DOTALL``.
+        fullmatch: require the whole (stripped) completion to match instead of searching in it.
+        name: the reward's ``__name__``, what TRL logs.
+
+    Example:
+        >>> json_only = make_regex_reward(r"\\{.*\\}", flags=re.DOTALL, fullmatch=True, name="json_only")
+        >>> json_only(['{"a": 1}', 'Sure! {"a": 1}'])
+        [1.0, 0.0]
+    """
 
     def __init__(self, pattern: str, *, flags: int = 0, fullmatch: bool = False, name: str = "regex_reward") -> None:
         try:
@@ -169,23 +176,8 @@ class RegexReward:
         return f"make_regex_reward({self.pattern.pattern!r}, fullmatch={self.fullmatch})"
 
 
-def make_regex_reward(
-    pattern: str, *, flags: int = 0, fullmatch: bool = False, name: str = "regex_reward"
-) -> RegexReward:
-    """A reward that is 1.0 where ``pattern`` matches the completion text, else 0.0.
-
-    Args:
-        pattern: a Python regular expression (compiled now, so a bad one fails at once).
-        flags: ``re`` flags, e.g. ``re.IGNORECASE | re.DOTALL``.
-        fullmatch: require the whole (stripped) completion to match instead of searching in it.
-        name: the reward's ``__name__``, what TRL logs.
-
-    Example:
-        >>> json_only = make_regex_reward(r"\\{.*\\}", flags=re.DOTALL, fullmatch=True, name="json_only")
-        >>> json_only(['{"a": 1}', 'Sure! {"a": 1}'])
-        [1.0, 0.0]
-    """
-    return RegexReward(pattern, flags=flags, fullmatch=fullmatch, name=name)
+#: A reward for one fixed regular expression: :class:`RegexReward`.
+make_regex_reward = RegexReward
 
 
 def regex_match(completions: Sequence[Any], pattern: Sequence[str | None], **kwargs: Any) -> list[float | None]:
@@ -199,13 +191,8 @@ def regex_match(completions: Sequence[Any], pattern: Sequence[str | None], **kwa
         >>> regex_match(["Date: 2024-05-01", "tomorrow", "x"], pattern=[r"\\d{4}-\\d\\d-\\d\\d", r"\\d", None])
         [1.0, 0.0, None]
     """
-    rewards: list[float | None] = []
-    for completion, row_pattern in zip(completions, pattern, strict=True):
-        if row_pattern is None or row_pattern == "":
-            rewards.append(None)
-            continue
-        rewards.append(1.0 if _search(str(row_pattern), completion_text(completion)) else 0.0)
-    return rewards
+    return score_rows(completions, pattern, lambda p: None if p is None or p == "" else str(p),
+                      lambda text, p: 1.0 if _search(p, text) else 0.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,8 +221,25 @@ def _keywords(value: Any) -> list[str]:
 
 
 class ContainsReward:
-    """Scores how many of a row's (or a fixed list of) keywords a completion contains.
-    Build one with :func:`make_contains_reward`."""
+    """A keyword reward with fixed keywords or another scoring mode: scores how many of a row's
+    (or a fixed list of) keywords a completion contains. Also named :data:`make_contains_reward`.
+
+    Args:
+        keywords: fixed keywords for every row; ``None`` reads the ``keywords`` (else ``answer``)
+            column per row.
+        mode: ``"all"`` (1.0 iff every keyword occurs), ``"any"`` (1.0 iff one does) or
+            ``"fraction"`` (the share of keywords that occur: a denser signal).
+        case_sensitive: match case exactly.
+        whole_word: a keyword that starts/ends with a letter or digit must not be glued to
+            another one, so ``"4"`` is not found in ``"14"`` and ``"cat"`` not in ``"concat"``;
+            ``False`` matches plain substrings.
+        name: the reward's ``__name__``, what TRL logs.
+
+    Example:
+        >>> polite = make_contains_reward(["please", "thank you"], mode="fraction", name="polite")
+        >>> polite(["Please sit. Thank you!", "please", "go"])
+        [1.0, 0.5, 0.0]
+    """
 
     def __init__(
         self,
@@ -294,33 +298,8 @@ class ContainsReward:
         )
 
 
-def make_contains_reward(
-    keywords: Sequence[str] | None = None,
-    *,
-    mode: str = "all",
-    case_sensitive: bool = False,
-    whole_word: bool = True,
-    name: str = "contains",
-) -> ContainsReward:
-    """A keyword reward with fixed keywords or another scoring mode.
-
-    Args:
-        keywords: fixed keywords for every row; ``None`` reads the ``keywords`` (else ``answer``)
-            column per row.
-        mode: ``"all"`` (1.0 iff every keyword occurs), ``"any"`` (1.0 iff one does) or
-            ``"fraction"`` (the share of keywords that occur: a denser signal).
-        case_sensitive: match case exactly.
-        whole_word: a keyword that starts/ends with a letter or digit must not be glued to
-            another one, so ``"4"`` is not found in ``"14"`` and ``"cat"`` not in ``"concat"``;
-            ``False`` matches plain substrings.
-        name: the reward's ``__name__``, what TRL logs.
-
-    Example:
-        >>> polite = make_contains_reward(["please", "thank you"], mode="fraction", name="polite")
-        >>> polite(["Please sit. Thank you!", "please", "go"])
-        [1.0, 0.5, 0.0]
-    """
-    return ContainsReward(keywords, mode=mode, case_sensitive=case_sensitive, whole_word=whole_word, name=name)
+#: A keyword reward with fixed keywords or another scoring mode: :class:`ContainsReward`.
+make_contains_reward = ContainsReward
 
 
 _DEFAULT_CONTAINS = ContainsReward()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
-from ladder.data.length import OVERLENGTH_POLICIES, enforce_rows, kept_indices, pair_lengths, preflight_rows
+from ladder.data.length import OVERLENGTH_POLICIES, LengthRule, enforce_rows, kept_indices, pair_lengths, preflight_rows
 from ladder.data.loading import as_spec, content_hash, load_rows
 from ladder.data.preference import normalize_preference_rows, split_heldout
 from ladder.errors import DataError
@@ -68,8 +68,7 @@ class DPOStageConfig(TrainingSettings):
         "truncate they keep their start, TRL's keep_start)",
     )
     overlength: str = setting(
-        "error",
-        validator=attrs.validators.in_(OVERLENGTH_POLICIES),
+        "error", choices=OVERLENGTH_POLICIES,
         help="pairs whose prompt + answer is longer than max_length: error (stop before training), drop "
         "(leave them out) or truncate (TRL cuts them, keeping the start); dropped and truncated pairs are "
         "logged and counted in metrics.json",
@@ -79,6 +78,15 @@ class DPOStageConfig(TrainingSettings):
         None, help="chat template (text, or a .jinja file) to use instead of the input checkpoint's; the output "
         "keeps it", path="text",
     )
+
+
+def _trl_pairs(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pairs in TRL's conversational format: answers as one-message lists, rendered with the template."""
+    return [
+        {"prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["chosen"]}],
+         "rejected": [{"role": "assistant", "content": r["rejected"]}]}
+        for r in pairs
+    ]
 
 
 def _trained_tokens(trainer: Any, cfg: DPOStageConfig) -> int:
@@ -131,11 +139,15 @@ class DPO(BaseStage):
         problems: list[str] = []
         rows, label, found, indices = self._indexed_pairs("dataset")
         problems += [str(p) for p in found]
-        problems += preflight_rows(ctx, rows, indices, source=label, lengths_of=pair_lengths, limit=cfg.max_length,
-                                   policy=cfg.overlength, template=cfg.chat_template, what="pair")
+        problems += preflight_rows(ctx, rows, indices, source=label, rule=self._length_rule(),
+                                   template=cfg.chat_template)
         if cfg.eval_dataset is not None:  # held-out pairs are only scored, never trained on
             problems += [str(p) for p in self._indexed_pairs("eval_dataset")[2]]
         return problems
+
+    def _length_rule(self) -> LengthRule:
+        cfg: DPOStageConfig = self.config
+        return LengthRule(lengths_of=pair_lengths, limit=cfg.max_length, policy=cfg.overlength, what="pair")
 
     def fingerprint_data(self) -> Any:
         cfg: DPOStageConfig = self.config
@@ -163,34 +175,18 @@ class DPO(BaseStage):
         template = chat_template_for(tokenizer, checkpoint, cfg.chat_template, where=f"stage {self.name!r}",
                                      fix="run SFT before DPO, or set chat_template in the DPO stage")
         # Measured with this checkpoint's tokenizer and template; over-length pairs per `overlength`.
-        train, data_checks = enforce_rows(tokenizer, train, train_indices, source=label, lengths_of=pair_lengths,
-                                          limit=cfg.max_length, policy=cfg.overlength, template=template,
-                                          what="pair")
+        train, data_checks = enforce_rows(tokenizer, train, train_indices, source=label, rule=self._length_rule(),
+                                          template=template)
         model = load_training_model(checkpoint, ctx, cfg)
         eos_ids = input_eos_ids(checkpoint, model, tokenizer, template)  # before TRL touches the configs
 
         args = DPOConfig(**trainer_args_from(ctx, cfg, dataset_num_proc=None, beta=cfg.beta, max_length=cfg.max_length))
-        # TRL's conversational format: answers as one-message lists, rendered with the template.
-        trl_rows = [
-            {
-                "prompt": r["prompt"],
-                "chosen": [{"role": "assistant", "content": r["chosen"]}],
-                "rejected": [{"role": "assistant", "content": r["rejected"]}],
-            }
-            for r in train
-        ]
         # ref_model=None + peft_config: TRL computes the reference by disabling the adapter
         # (dpo_trainer.py keeps `self.ref_model = None` for PEFT models); no second copy. Under
         # full fine-tuning TRL loads a frozen copy of the input model from its config._name_or_path
         # (a chain of adapters was merged to disk for it by load_training_model).
-        trainer = DPOTrainer(
-            model=model,
-            ref_model=None,
-            args=args,
-            train_dataset=Dataset.from_list(trl_rows),
-            processing_class=tokenizer,
-            peft_config=peft_config_for(cfg),
-        )
+        trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(_trl_pairs(train)),
+                             processing_class=tokenizer, peft_config=peft_config_for(cfg))
         facts = {
             "train": train,
             "heldout": heldout,

@@ -20,6 +20,7 @@ from typing import ClassVar
 
 import attrs
 
+from ladder.settings import training_default
 from ladder.training.rl import REFERENCE_REWARDS, Algorithm, RLStage, RLStageConfig, ZeroSpreadWatch
 from ladder.training.rl import generation_batch_problems
 
@@ -67,13 +68,10 @@ class GRPOStageConfig(RLStageConfig):
                           "loss_type: grpo)"},
     )
 
-    beta: float = attrs.field(
-        default=0.04,
-        validator=attrs.validators.ge(0.0),
-        metadata={
-            "help": "KL penalty towards the input model, in the loss (0: none, TRL's default, no reference pass; "
-            "keep it > 0 with a reward_model)"
-        },
+    beta: float = training_default(
+        "beta", 0.04, of=RLStageConfig,
+        help="KL penalty towards the input model, in the loss (0: none, TRL's default, no reference pass; keep it "
+        "> 0 with a reward_model)",
     )
 
 

@@ -17,6 +17,7 @@ from typing import ClassVar
 
 import attrs
 
+from ladder.settings import training_default
 from ladder.training.rl import Algorithm, RLStage, RLStageConfig
 
 __all__ = ["RLOO", "RLOOStageConfig"]
@@ -28,13 +29,10 @@ class RLOOStageConfig(RLStageConfig):
 
     trl_config: ClassVar[str] = "RLOOConfig"
 
-    beta: float = attrs.field(
-        default=0.05,
-        validator=attrs.validators.ge(0.0),
-        metadata={
-            "help": "KL penalty towards the input model, subtracted from the reward (0: none, no reference pass; "
-            "TRL's RLOO default 0.05)"
-        },
+    beta: float = training_default(
+        "beta", 0.05, of=RLStageConfig,
+        help="KL penalty towards the input model, subtracted from the reward (0: none, no reference pass; TRL's "
+        "RLOO default 0.05)",
     )
 
 

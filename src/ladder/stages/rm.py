@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
-from ladder.data.length import enforce_rows, kept_indices, pair_lengths, preflight_rows
+from ladder.data.length import LengthRule, enforce_rows, kept_indices, pair_lengths, preflight_rows
 from ladder.data.loading import as_spec, content_hash, load_rows
 from ladder.errors import DataError
 from ladder.settings import TrainingSettings, setting, training_default
@@ -43,8 +43,7 @@ class RewardModelStageConfig(TrainingSettings):
     per_device_train_batch_size: int = training_default("per_device_train_batch_size", 4, help="pairs per batch")
     max_length: int = setting(1024, validator=attrs.validators.gt(0), help="max tokens per sequence")
     overlength: str = setting(
-        "error",
-        validator=attrs.validators.in_(("error", "drop")),
+        "error", choices=("error", "drop"),
         help="pairs with a sequence longer than max_length: error (stop before training) or drop (leave them out, "
         "logged and counted in metrics.json); not truncate: a cut answer is not the one judged",
     )
@@ -89,14 +88,17 @@ class RewardModel(BaseStage):
         return train, heldout, problems, label, train_indices
 
     def check(self, ctx: StageContext) -> list[str]:
-        cfg: RewardModelStageConfig = self.config
         train, _heldout, problems, label, indices = self._split()
         found = [str(p) for p in problems]
-        found += preflight_rows(ctx, train, indices, source=label, lengths_of=pair_lengths, limit=cfg.max_length,
-                                policy=cfg.overlength, what="pair", can_truncate=False)
+        found += preflight_rows(ctx, train, indices, source=label, rule=self._length_rule())
         if not problems and not train:
             found.append("no preference pairs are left to train on; add pairs or lower heldout_fraction")
         return found
+
+    def _length_rule(self) -> LengthRule:
+        cfg: RewardModelStageConfig = self.config
+        return LengthRule(lengths_of=pair_lengths, limit=cfg.max_length, policy=cfg.overlength, what="pair",
+                          can_truncate=False)
 
     def fingerprint_data(self) -> Any:
         train, heldout, *_ = self._split()
@@ -127,9 +129,8 @@ class RewardModel(BaseStage):
             fix="run SFT before the reward model (input=...), or start from an instruct model")
         # Measured with this checkpoint's tokenizer and template. TRL's RewardTrainer would drop
         # longer pairs silently; here they stop the stage, or are dropped and counted.
-        train, data_checks = enforce_rows(tokenizer, train, train_indices, source=label, lengths_of=pair_lengths,
-                                          limit=cfg.max_length, policy=cfg.overlength, template=template,
-                                          what="pair", can_truncate=False)
+        train, data_checks = enforce_rows(tokenizer, train, train_indices, source=label, rule=self._length_rule(),
+                                          template=template)
         # The scalar head is new and randomly initialised: seed it, so a re-run is the same model.
         set_seed(ctx.seed)
         model = load_training_model(checkpoint, ctx, cfg, kind="reward")

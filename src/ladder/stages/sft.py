@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
-from ladder.data.length import OVERLENGTH_POLICIES, chat_lengths, enforce_rows, kept_indices, preflight_rows
+from ladder.data.length import OVERLENGTH_POLICIES, LengthRule, chat_lengths, enforce_rows, kept_indices, preflight_rows
 from ladder.data.loading import as_spec, content_hash, load_rows
 from ladder.data.sft import normalize_sft_rows, sft_dataset
 from ladder.errors import DataError
@@ -38,8 +38,7 @@ class SFTStageConfig(TrainingSettings):
     )
     max_length: int = setting(1024, validator=attrs.validators.gt(0), help="max tokens per row")
     overlength: str = setting(
-        "error",
-        validator=attrs.validators.in_(OVERLENGTH_POLICIES),
+        "error", choices=OVERLENGTH_POLICIES,
         help="rows longer than max_length: error (stop before training), drop (leave them out) or truncate "
         "(cut them, keeping the start); dropped and truncated rows are logged and counted in metrics.json",
     )
@@ -78,9 +77,12 @@ class SFT(BaseStage):
         cfg: SFTStageConfig = self.config
         rows, label, problems, indices = self._indexed_rows()
         template = getattr(named_template(cfg.chat_template), "text", cfg.chat_template)  # `chatml` names one
-        return [str(p) for p in problems] + preflight_rows(
-            ctx, rows, indices, source=label, lengths_of=chat_lengths, limit=cfg.max_length, policy=cfg.overlength,
-            template=template)
+        return [str(p) for p in problems] + preflight_rows(ctx, rows, indices, source=label, rule=self._length_rule(),
+                                                           template=template)
+
+    def _length_rule(self) -> LengthRule:
+        cfg: SFTStageConfig = self.config
+        return LengthRule(lengths_of=chat_lengths, limit=cfg.max_length, policy=cfg.overlength)
 
     def fingerprint_data(self) -> Any:
         return content_hash(self._indexed_rows()[0])
@@ -112,8 +114,8 @@ class SFT(BaseStage):
         template = tokenizer.chat_template = fmt.template
         added = add_special_tokens(tokenizer, fmt.special_tokens)  # a named format on a base model
         # Measured with this checkpoint's tokenizer and template; over-length rows per `overlength`.
-        rows, data_checks = enforce_rows(tokenizer, rows, indices, source=label, lengths_of=chat_lengths,
-                                         limit=cfg.max_length, policy=cfg.overlength, template=template)
+        rows, data_checks = enforce_rows(tokenizer, rows, indices, source=label, rule=self._length_rule(),
+                                         template=template)
         eos_ids = eos_token_ids(tokenizer, template)  # before TRL may swap the tokenizer's eos
         model = load_training_model(checkpoint, ctx, cfg)
         fit_embeddings(model, tokenizer)

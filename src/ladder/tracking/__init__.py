@@ -27,7 +27,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from ladder.errors import ConfigError, MissingDependencyError
-from ladder.layout import METRICS, TENSORBOARD_DIR
+from ladder.layout import METRICS, TENSORBOARD_DIR, slug
 
 if TYPE_CHECKING:
     from ladder.stage import StageContext
@@ -129,10 +128,6 @@ def stage_options(options: Mapping[str, Any], report_to: Sequence[str], run_name
     return {**options, OPTIONS_KEY: {"report_to": list(report_to), "run": run_name, "env": _user_env()}}
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "run"
-
-
 @attrs.frozen(kw_only=True)
 class TrackedRun:
     """One stage's tracked run: its names in every tracker, derived from the ladder run.
@@ -158,7 +153,7 @@ class TrackedRun:
     def run_id(self) -> str:
         """A W&B run id: the same for every attempt of one stage with one fingerprint."""
         digest = hashlib.sha256(f"{self.run}\0{self.stage}\0{self.fingerprint}".encode()).hexdigest()[:8]
-        return f"{_slug(self.run)[:40]}-{_slug(self.stage)[:40]}-{digest}"
+        return f"{slug(self.run, empty='run')[:40]}-{slug(self.stage, empty='run')[:40]}-{digest}"
 
     @property
     def tensorboard_dir(self) -> Path:

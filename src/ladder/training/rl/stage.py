@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ladder.data.length import enforce_rows, preflight_rows, prompt_lengths
+from ladder.data.length import LengthRule, enforce_rows, preflight_rows, prompt_lengths
 from ladder.data.loading import content_hash
 from ladder.errors import DataError, LadderError, MissingDependencyError, StageError
 from ladder.settings import is_path_reference
@@ -119,15 +119,18 @@ class RLStage(BaseStage):
         try:
             rows, label, data_problems, indices = self.prompts()
             problems += [str(p) for p in data_problems]
-            problems += preflight_rows(ctx, rows, indices, source=label, lengths_of=prompt_lengths,
-                                       limit=cfg.max_prompt_length, policy=cfg.overlength,
-                                       setting="max_prompt_length", what="prompt", can_truncate=False)
+            problems += preflight_rows(ctx, rows, indices, source=label, rule=self._length_rule())
         except LadderError as exc:
             return [*problems, str(exc)]
         if rows:
             problems += reward_call_problems(cfg, funcs, rows, label, generation_batch)
         problems += self._scan_problems(funcs)
         return problems
+
+    def _length_rule(self) -> LengthRule:
+        cfg: RLStageConfig = self.config
+        return LengthRule(lengths_of=prompt_lengths, limit=cfg.max_prompt_length, policy=cfg.overlength,
+                          setting="max_prompt_length", what="prompt", can_truncate=False)
 
     def _scan_problems(self, funcs: list[Any]) -> list[str]:
         from ladder.rewards import reward_name
@@ -197,9 +200,8 @@ class RLStage(BaseStage):
             tokenizer, checkpoint, where=f"stage {self.name!r}",
             fix=f"run SFT before {algo.name} (input=...), or start from an instruct model")
         # Measured with this checkpoint's tokenizer and template; over-length prompts per `overlength`.
-        rows, data_checks = enforce_rows(tokenizer, rows, indices, source=label, lengths_of=prompt_lengths,
-                                         limit=cfg.max_prompt_length, policy=cfg.overlength, template=template,
-                                         setting="max_prompt_length", what="prompt", can_truncate=False)
+        rows, data_checks = enforce_rows(tokenizer, rows, indices, source=label, rule=self._length_rule(),
+                                         template=template)
         use_vllm = resolve_use_vllm(cfg.use_vllm, cfg.vllm_mode)
         # vLLM starts from the weights at the model's path: a chain of adapters is merged to disk for it.
         model = load_training_model(checkpoint, ctx, cfg, on_disk=use_vllm)

@@ -53,26 +53,15 @@ logger = logging.getLogger(__name__)
 #: masking, whose prompts must render as prefixes): no system prompt, a system prompt and
 #: several turns, text that templates trim or keep, a tool's answer.
 SAMPLE_CHATS = [
-    [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}],
-    [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "2+2?"},
-        {"role": "assistant", "content": "4"},
-        {"role": "user", "content": "And 3+3?"},
-        {"role": "assistant", "content": "6"},
-    ],
-    [
-        {"role": "user", "content": "  Two lines:\nfirst  "},
-        {"role": "assistant", "content": " Line one.\nLine two. "},
-        {"role": "user", "content": "Thanks"},
-        {"role": "assistant", "content": "You're welcome."},
-    ],
-    [
-        {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content": "Let me check."},
-        {"role": "tool", "content": "22 C, sunny"},
-        {"role": "assistant", "content": "It is 22 C and sunny."},
-    ],
+    [{"role": role, "content": content} for role, content in turns]
+    for turns in (
+        (("user", "Hi"), ("assistant", "Hello!")),
+        (("system", "Be brief."), ("user", "2+2?"), ("assistant", "4"), ("user", "And 3+3?"), ("assistant", "6")),
+        (("user", "  Two lines:\nfirst  "), ("assistant", " Line one.\nLine two. "), ("user", "Thanks"),
+         ("assistant", "You're welcome.")),
+        (("user", "Weather in Paris?"), ("assistant", "Let me check."), ("tool", "22 C, sunny"),
+         ("assistant", "It is 22 C and sunny.")),
+    )
 ]
 
 _NO_TEMPLATE = (
