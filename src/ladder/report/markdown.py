@@ -344,11 +344,13 @@ def _rollouts(stage: StageView) -> list[str]:
     lines = ["#### Rollouts", ""] + ([scan, ""] if scan else [])
     for s in steps:
         mean = f"mean reward {s.mean_reward:.2f}" if s.mean_reward is not None else "no reward recorded"
-        lines += [f"**Step {s.step}** · {s.completions} completions, {s.in_loss} in the loss · {mean}", "",
-                  _fence(str(s.best.get("prompt", ""))), ""]
+        lines += [f"**Step {s.step}** · {s.completions} completions, {s.in_loss} in the loss · {mean}", ""]
         for label, row in (("best", s.best), ("worst", s.worst)):
-            if row is not None:
-                lines += [f"_{label}_ · {rewards_text(row)}", "", _fence(str(row.get("completion", ""))), ""]
+            if row is None:
+                continue
+            if label == "best" or row.get("prompt") != s.best.get("prompt"):
+                lines += [f"Prompt ({label}):", "", _fence(str(row.get("prompt", ""))), ""]
+            lines += [f"_{label}_ · {rewards_text(row)}", "", _fence(str(row.get("completion", ""))), ""]
     return lines + [f"_{p}_" for p in problems[:5]] + ([""] if problems else [])
 
 

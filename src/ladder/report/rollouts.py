@@ -155,12 +155,13 @@ def rollouts_html(stage: Any) -> str:
         mean = f"mean reward {s.mean_reward:.2f}" if s.mean_reward is not None else "no reward recorded"
         out.append(f'<div class="rollout-step" data-step="{s.step}"><h4>Step {s.step} · {s.completions} '
                    f"completions, {s.in_loss} in the loss · {e(mean)}</h4>")
-        out.append(f'<p class="muted">Prompt</p><pre>{e(s.best.get("prompt", ""))}</pre>')
         for label, row in (("best", s.best), ("worst", s.worst)):
             if row is None:
                 continue
-            out.append(f'<div class="rollout" data-which="{label}"><p><b>{label}</b> · {e(rewards_text(row))}</p>'
-                       f'<pre>{e(row.get("completion", ""))}</pre></div>')
+            prompt = "" if label == "worst" and row.get("prompt") == s.best.get("prompt") else \
+                f'<p class="muted">Prompt</p><pre class="prompt">{e(row.get("prompt", ""))}</pre>'
+            out.append(f'{prompt}<div class="rollout" data-which="{label}"><p><b>{label}</b> · '
+                       f'{e(rewards_text(row))}</p><pre>{e(row.get("completion", ""))}</pre></div>')
         out.append("</div>")
     if problems:
         out.append(f'<pre class="muted">{e(chr(10).join(problems[:5]))}</pre>')
