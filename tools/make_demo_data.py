@@ -92,12 +92,7 @@ _N_GRPO_EVAL = 50
 # Hand-written text held out for DPO's preference evaluation (the last N of each list).
 _EVAL_FACTS, _EVAL_EXPLANATIONS, _EVAL_HARMFUL, _EVAL_BENIGN = 10, 4, 8, 4
 # Refusals and look-alikes shown in SFT (the form of a refusal); DPO teaches when to use it.
-# Every training refusal and look-alike is in SFT: a 135M model learns the refusal's form by
-# imitation far faster than from preferences; DPO then sharpens where the line is.
-_SFT_HARMFUL, _SFT_BENIGN = 32, 20
-#: Arithmetic pairs in DPO's training file (of each kind): enough to keep the worked format,
-#: few enough that refusals and concision get most of DPO's few steps.
-_DPO_ARITH_PAIRS = 12
+_SFT_HARMFUL, _SFT_BENIGN = 8, 8
 
 
 # --------------------------------------------------------------------------- randomness
@@ -442,22 +437,19 @@ def sft_eval_rows() -> list[Row]:
 def _dpo_rows(problems: Sequence[tuple[str, str, int]], facts: Sequence[tuple[str, str, str]],
               explanations: Sequence[tuple[str, str, str]], formats: Sequence[tuple[str, str, str]],
               harmful: Sequence[tuple[str, str, str]], benign: Sequence[tuple[str, str, str]],
-              label: str, *, one_pair_per_fact: bool = False) -> list[Row]:
+              label: str) -> list[Row]:
     """Preference pairs of every kind. Each fact is paired twice (against a ramble and against a
-    wrong answer; with ``one_pair_per_fact`` against one of them, in turn) and each explanation twice
-    (against a ramble and against a curt non-answer): what wins is the complete, correct answer of
-    the right length, never merely the shorter one."""
+    wrong answer) and each explanation twice (against a ramble and against a curt non-answer): what
+    wins is the complete, correct answer of the right length, never merely the shorter one."""
     rng = _Rng(f"{label}-ramble")
     rows: list[Row] = [
         {"prompt": _ask(text), "chosen": _solution(expression, result),
          "rejected": _ramble_arithmetic(expression, result, rng)}
         for text, expression, result in problems
     ]
-    for i, (q, answer, wrong) in enumerate(facts):
-        if not one_pair_per_fact or i % 2 == 0:
-            rows.append({"prompt": q, "chosen": answer, "rejected": _ramble(answer, rng)})
-        if not one_pair_per_fact or i % 2 == 1:
-            rows.append({"prompt": q, "chosen": answer, "rejected": wrong})
+    for q, answer, wrong in facts:
+        rows.append({"prompt": q, "chosen": answer, "rejected": _ramble(answer, rng)})
+        rows.append({"prompt": q, "chosen": answer, "rejected": wrong})
     for q, answer, curt in explanations:
         rows.append({"prompt": q, "chosen": answer, "rejected": _ramble(answer, rng)})
         rows.append({"prompt": q, "chosen": answer, "rejected": curt})
@@ -472,10 +464,9 @@ def dpo_train_rows() -> list[Row]:
     curt or wrong; refusal over harmful compliance; help over refusing a harmless request."""
     # Two-step problems too, worked step by step: without them DPO teaches "one step, then the
     # tag" so well that the model stops early on GRPO's problems.
-    problems = _one_step_pool()["dpo_train"][:_DPO_ARITH_PAIRS] + _two_step_pool()["dpo_train"][:_DPO_ARITH_PAIRS]
+    problems = _one_step_pool()["dpo_train"] + _two_step_pool()["dpo_train"]
     return _dpo_rows(problems, _train(FACTS, _EVAL_FACTS), _train(EXPLANATIONS, _EVAL_EXPLANATIONS),
-                     FORMAT_TASKS, _train(HARMFUL, _EVAL_HARMFUL), _train(BENIGN, _EVAL_BENIGN), "dpo-train",
-                     one_pair_per_fact=True)
+                     FORMAT_TASKS, _train(HARMFUL, _EVAL_HARMFUL), _train(BENIGN, _EVAL_BENIGN), "dpo-train")
 
 
 def dpo_eval_rows() -> list[Row]:

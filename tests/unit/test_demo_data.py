@@ -109,8 +109,8 @@ def test_shipped_files_are_small_and_load_back(splits: dict[str, list[dict[str, 
 
 def test_sizes(splits: dict[str, list[dict[str, Any]]]) -> None:
     sizes = {name: len(rows) for name, rows in splits.items()}
-    assert 300 <= sizes["sft_train.jsonl"] <= 500
-    assert 150 <= sizes["dpo_train.jsonl"] <= 300
+    assert 300 <= sizes["sft_train.jsonl"] <= 450
+    assert 200 <= sizes["dpo_train.jsonl"] <= 300
     assert sizes["grpo_train.jsonl"] >= 250
     assert 30 <= sizes["sft_eval.jsonl"] and 30 <= sizes["dpo_eval.jsonl"]
     assert 40 <= sizes["grpo_eval.jsonl"]
