@@ -14,7 +14,7 @@ from typing import Any
 from ladder.errors import ConfigError, DataError, LadderError, MissingDependencyError, PluginLoadError, RunInUseError
 from ladder.executors import EXECUTORS
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "cpu_thread_defaults"]
 
 logger = logging.getLogger("ladder")
 
@@ -288,6 +288,21 @@ def build_parser() -> argparse.ArgumentParser:
 _EXTRA_COMMANDS: list[Any] = []
 
 
+def cpu_thread_defaults() -> None:
+    """Settings for torch's CPU threads, made before torch is imported (call it first).
+
+    libgomp, torch's OpenMP runtime on Linux, keeps each idle thread spinning on a CPU for a
+    while after every parallel region. On a machine where other processes compete for the cores
+    (a laptop, a shared box), a spinning thread holds the core its partner needs, and each of
+    the thousands of small parallel regions of a decoding step waits for a time slice: measured
+    side by side on 2 shared cores (docs/benchmarks.md), the demo's generation was 4-5x and a
+    LoRA step 3x slower than with passive waiting. ``OMP_WAIT_POLICY=PASSIVE`` lets idle threads
+    sleep; results are unchanged (it schedules threads, it does not change any arithmetic). A
+    value set in the environment wins (``OMP_WAIT_POLICY=ACTIVE`` for a dedicated machine).
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def _version() -> str:
     from ladder import __version__
 
@@ -306,6 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    cpu_thread_defaults()
     _setup_logging(args.verbose, args.debug)
     try:
         return int(args.func(args) or 0)

@@ -172,14 +172,14 @@ class ProgressDisplay:
     def summary(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """One table for the whole run; columns are the rows' keys, in first-seen order.
 
-        Keys ending in ``_s`` are shown as durations, floats with 4 significant digits.
+        Where that is wider than the console, the table is turned: one column per stage, one
+        row per key (see :func:`_table`). Keys ending in ``_s`` are shown as durations, floats with 4 significant digits.
         A ``regressions`` value (a stage's list of regression entries, see
         :func:`ladder.evals.find_regressions`) is shown in red by metric, and each regression
         is spelled out under the table; a run whose stages were all compared and none
         regressed says so.
         """
         from rich.markup import escape
-        from rich.table import Table
 
         from ladder.evals.runner import describe
         from ladder.evals.stats import ALPHA
@@ -190,28 +190,11 @@ class ProgressDisplay:
         columns: list[str] = []
         for row in rows:
             columns.extend(k for k in row if k not in columns)
-        table = Table(title="ladder run", title_justify="left")
-        for col in columns:
-            table.add_column(col, overflow="fold")
-        found: list[tuple[Any, Mapping[str, Any]]] = []
-        for row in rows:
-            cells = []
-            for col in columns:
-                value = row.get(col)
-                if col == "regressions" and isinstance(value, list):
-                    found.extend((row.get("stage"), r) for r in value)
-                    # Short names in the table (the lines under it spell each one out).
-                    names = ", ".join(escape(str(r.get("metric", "?")).rsplit(".", 1)[-1].replace("_", "-"))
-                                      for r in value)
-                    cells.append(f"[bold red]▼ {names}[/]" if value else "none")
-                elif value is None:
-                    cells.append("")
-                elif col.endswith("_s") and isinstance(value, (int, float)):
-                    cells.append(format_duration(value))
-                else:
-                    cells.append(escape(_number(value)))
-            table.add_row(*cells)
-        self.console.print(table)
+        found = [(row.get("stage"), r) for row in rows if isinstance(row.get("regressions"), list)
+                 for r in row["regressions"]]
+        cells = [[self._cell(col, row.get(col)) for col in columns] for row in rows]
+        for table in _tables(columns, cells, self.console):
+            self.console.print(table)
         test = f"exact McNemar test, one-sided, alpha = {ALPHA}"
         if found:
             plural = "s" if len(found) > 1 else ""
@@ -220,3 +203,63 @@ class ProgressDisplay:
                 self.console.print(f"  [red]{escape(str(stage))}[/]: {escape(describe(entry))}", highlight=False)
         elif any(isinstance(row.get("regressions"), list) for row in rows):
             self.console.print(f"No regression beyond noise on the behaviour evaluations ({test}).")
+
+    @staticmethod
+    def _cell(col: str, value: Any) -> str:
+        from rich.markup import escape
+
+        if col == "regressions" and isinstance(value, list):
+            # Short names in the table (the lines under it spell each one out).
+            names = ", ".join(escape(str(r.get("metric", "?")).rsplit(".", 1)[-1].replace("_", "-"))
+                              for r in value)
+            return f"[bold red]▼ {names}[/]" if value else "none"
+        if value is None:
+            return ""
+        if col.endswith("_s") and isinstance(value, (int, float)):
+            return format_duration(value)
+        return escape(_number(value))
+
+
+def _tables(columns: Sequence[str], cells: Sequence[Sequence[str]], console: Console) -> list[Any]:
+    """The summary as one row per stage if that fits the console, else one column per stage.
+
+    A run's dozen headline columns do not fit 80 columns side by side, and squeezing them makes
+    rich cut words ("complet/e"); stages as columns fit a handful of stages, and more stages
+    continue in another table. Where not even one stage fits, cells are shortened with "…"
+    rather than broken mid-word.
+    """
+    from rich.markup import escape
+    from rich.measure import Measurement
+    from rich.table import Table
+
+    def build(headers: Sequence[str], body: Sequence[Sequence[str]], overflow: str = "fold") -> Table:
+        table = Table(title="ladder run", title_justify="left")
+        for header in headers:
+            table.add_column(header, overflow=overflow)  # type: ignore[arg-type]
+        for line in body:
+            table.add_row(*line)
+        return table
+
+    def fits(table: Table) -> bool:
+        return Measurement.get(console, console.options.update_width(10**6), table).maximum <= console.width
+
+    wide = build(columns, cells)
+    if fits(wide):
+        return [wide]
+    # Turned: the first column holds the keys, the "stage" row becomes the header.
+    key = columns.index("stage") if "stage" in columns else 0
+    keys = [i for i in range(len(columns)) if i != key]
+
+    def turned(stages: Sequence[Sequence[str]], overflow: str = "fold") -> Table:
+        return build(["", *(s[key] for s in stages)], [[escape(columns[i]), *(s[i] for s in stages)] for i in keys],
+                     overflow)
+
+    chunks: list[list[Sequence[str]]] = [[]]
+    for stage in cells:
+        if chunks[-1] and not fits(turned([*chunks[-1], stage])):
+            chunks.append([])
+        chunks[-1].append(stage)
+    tables = [turned(chunk) if fits(turned(chunk)) else turned(chunk, "ellipsis") for chunk in chunks]
+    for table in tables[1:]:  # one title over the lot
+        table.title = None
+    return tables

@@ -148,3 +148,58 @@ def test_summary_of_nothing_prints_nothing() -> None:
 )
 def test_format_duration(seconds: float | None, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+
+def _demo_rows(stages: tuple[str, ...]) -> list[dict[str, object]]:
+    """Rows shaped like ``ladder demo``'s summary: every headline column, one regression."""
+    from ladder.cli import _SUMMARY_COLUMNS
+
+    values = {title: f"{40 + i}.5%" for i, (_, title) in enumerate(_SUMMARY_COLUMNS)}
+    regression = {"metric": "behaviour.over_refusal", "before": 0.1, "after": 0.6, "compared_to": "base",
+                  "n": 32, "worse": 16, "better": 0, "p_value": 0.001}
+    rows: list[dict[str, object]] = [{"stage": "base", "status": "-", **values}]
+    for i, name in enumerate(stages):
+        rows.append({"stage": name, "status": "complete", **values, "last loss": f"{i}.125",
+                     "regressions": [regression] if i == 1 else []})
+    return rows
+
+
+def _summary(rows: list[dict[str, object]], width: int) -> tuple[str, list[str], set[str]]:
+    """The summary printed at ``width``, its words, and the words it is made of."""
+    from ladder.evals.runner import describe
+
+    out = io.StringIO()
+    ProgressDisplay(Console(file=out, width=width, color_system=None), interactive=False).summary(rows)
+    text = out.getvalue()
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= width
+    sources = [str(k) for row in rows for k in row] + [str(v) for row in rows for v in row.values()]
+    sources += [describe(r) for row in rows for r in row.get("regressions") or []]  # type: ignore[attr-defined]
+    sources += [f"{row['stage']}:" for row in rows if row.get("regressions")]
+    sources += ["ladder run ▼ over-refusal none",  # the table's own words (cells, title)
+                "▼ 1 regression beyond noise (exact McNemar test, one-sided, alpha = 0.05):"]
+    boxes = {ord(c): " " for c in "┏┓┗┛┡┩┳┻╇━┃│└┘┴─"}
+    shown = [t for line in text.splitlines() for t in line.translate(boxes).split()]
+    return text, shown, {w for source in sources for w in source.split()}
+
+
+def test_the_demo_summary_at_80_columns_splits_no_word() -> None:
+    text, shown, words = _summary(_demo_rows(("sft", "dpo", "grpo")), 80)
+    assert [t for t in shown if t not in words] == []
+    # Nothing was cut to fit: every stage, status and number is there whole.
+    assert {"base", "sft", "dpo", "grpo", "complete", "40.5%", "48.5%", "2.125"} <= set(shown)
+    assert "▼ over-refusal" in text and "pref. acc./token" in text
+
+
+def test_a_long_run_continues_in_a_second_table_at_80_columns() -> None:
+    stages = tuple(f"stage{i}" for i in range(9))
+    text, shown, words = _summary(_demo_rows(stages), 80)
+    assert [t for t in shown if t not in words] == []
+    assert set(stages) <= set(shown) and shown.count("knowledge") == 2
+    assert text.count("ladder run") == 1
+
+
+def test_a_console_too_narrow_for_one_stage_shortens_cells_rather_than_splitting_words() -> None:
+    _, shown, words = _summary(_demo_rows(("sft", "dpo")), 24)
+    odd = [t for t in shown if t not in words]
+    assert odd and all(t.endswith("…") and any(w.startswith(t[:-1]) for w in words) for t in odd)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from ladder.library_warnings import quiet_library_warnings
 from ladder.stage import StageResult, as_result
 
 if TYPE_CHECKING:
     from ladder.checkpoint import Checkpoint
     from ladder.stage import Stage, StageContext
 
-__all__ = ["Executor", "LocalExecutor"]
+__all__ = ["Executor", "LocalExecutor", "run_here"]
 
 
 @runtime_checkable
@@ -33,4 +34,10 @@ class LocalExecutor:
     name = "local"
 
     def run_stage(self, stage: Stage, checkpoint: Checkpoint, ctx: StageContext) -> StageResult:
+        return run_here(stage, checkpoint, ctx)
+
+
+def run_here(stage: Stage, checkpoint: Checkpoint, ctx: StageContext) -> StageResult:
+    """``stage.run`` in this process, without the library warnings a user cannot act on."""
+    with quiet_library_warnings():
         return as_result(stage.run(checkpoint, ctx))

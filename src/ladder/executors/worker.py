@@ -88,7 +88,7 @@ def run_spec(spec: Mapping[str, Any], result_path: str | os.PathLike[str] | None
     multi-process launch run with a private scratch ``work_dir`` beside ``result_path`` and
     write no result. The spec's secrets (:func:`seal_spec`) are read from the environment.
     """
-    from ladder.stage import as_result
+    from ladder.executors.base import run_here
 
     spec = unseal_spec(spec)
     stage = stage_from_spec(spec)
@@ -99,7 +99,7 @@ def run_spec(spec: Mapping[str, Any], result_path: str | os.PathLike[str] | None
         scratch_root = Path(result_path).parent if result_path is not None else ctx.run_dir / ".executor"
         ctx = attrs.evolve(ctx, work_dir=scratch_root / f"rank-{rank}")
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
-    produced = as_result(stage.run(checkpoint, ctx))
+    produced = run_here(stage, checkpoint, ctx)
     if rank == 0 and result_path is not None:
         atomic_write_json(result_path, {"checkpoint": checkpoint_chain(produced.checkpoint),
                                         "metrics": redact(produced.metrics)})

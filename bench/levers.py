@@ -1,0 +1,267 @@
+"""Levers on the demo's speed, each measured side by side in one run (issue 14).
+
+    python bench/levers.py omp        # OpenMP waiting: spin (libgomp's default) vs passive vs 1 thread
+    python bench/levers.py dropout    # LoRA dropout 0.05 vs 0 (PEFT's path without a dropout op)
+    python bench/levers.py genbatch   # observation answers in batches of 32 / 64 / 128
+    python bench/levers.py merged     # generating with the LoRA adapter on vs merged into the weights
+
+Every lever runs its variants in alternation (A B C A B C ...), so a change in the machine's load
+hits them alike; each line records the load average. The workloads are the demo's: its model
+(SmolLM2-135M-Instruct, fp32), its LoRA (r=16, alpha=32, all-linear), its SFT rows and held-out
+problems, the behaviour suites' items, and its generation settings (greedy, <= 40 new tokens).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+DATA = Path(__file__).resolve().parents[1] / "src" / "ladder" / "demo" / "data"
+
+
+def _load(name: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (DATA / name).read_text().splitlines() if line.strip()]
+
+
+def _model(lora: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    from ladder.demo.model import demo_model_path
+    from ladder.training.models import load_model, load_tokenizer
+
+    path = str(demo_model_path())
+    model, tokenizer = load_model(path), load_tokenizer(path)
+    if lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", **lora))
+    return model, tokenizer
+
+
+def _sft_batch(tokenizer: Any, n: int = 8) -> dict[str, Any]:
+    import torch
+
+    rows = _load("sft_train.jsonl")[:n]
+    texts = []
+    for row in rows:
+        messages = row.get("messages") or [{"role": "user", "content": row.get("instruction") or row.get("prompt")},
+                                           {"role": "assistant", "content": row.get("output") or row.get("completion")}]
+        texts.append(tokenizer.apply_chat_template(messages, tokenize=False))
+    enc = tokenizer(texts, return_tensors="pt", padding=True)
+    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+    torch.manual_seed(0)
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
+
+
+def _lora_step(model: Any, batch: dict[str, Any], optimizer: Any) -> float:
+    start = time.perf_counter()
+    loss = model(**batch).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    return time.perf_counter() - start
+
+
+def _prompts(n: int = 32) -> list[Any]:
+    return [row["prompt"] for row in _load("grpo_eval.jsonl")][:n]
+
+
+def _observation_prompts() -> list[tuple[Any, int]]:
+    """(prompt, token budget) of one observation's generated answers at the demo's settings."""
+    from ladder.evals import resolve_behaviour
+    from ladder.evals.runner import plan
+
+    planned = [(item["prompt"], budget) for _suite, item, budget in plan(resolve_behaviour(None), 40)]
+    return planned + [(row["prompt"], 40) for row in _load("grpo_eval.jsonl")]
+
+
+def _generate(model: Any, tokenizer: Any, prompts: list[Any], batch_size: int = 32, max_new: int = 40) -> tuple[float, list[str]]:
+    from ladder.generation import GenerationSettings, generate
+
+    start = time.perf_counter()
+    gens = generate(model, tokenizer, prompts, GenerationSettings(max_new_tokens=max_new, batch_size=batch_size,
+                                                                  temperature=0.0))
+    return time.perf_counter() - start, [g.text for g in gens]
+
+
+def _load_avg() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+# ----------------------------------------------------------------------------------------------- omp
+
+
+OMP_VARIANTS = {
+    "spin (libgomp default)": {},
+    "OMP_WAIT_POLICY=PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "GOMP_SPINCOUNT=10000": {"GOMP_SPINCOUNT": "10000"},
+    "1 thread": {"OMP_NUM_THREADS": "1"},
+}
+
+
+def omp_worker() -> None:
+    """One variant's workload, in a fresh process (libgomp reads its settings when it loads)."""
+    import torch
+
+    torch.manual_seed(0)
+    model, tokenizer = _model({"lora_dropout": 0.0})
+    batch = _sft_batch(tokenizer)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    _lora_step(model, batch, optimizer)  # warm-up
+    cpu0, start = time.process_time(), time.perf_counter()
+    steps = [_lora_step(model, batch, optimizer) for _ in range(2)]
+    train_cpu = time.process_time() - cpu0
+    base = model.get_base_model()
+    cpu0 = time.process_time()
+    gen_s, texts = _generate(base, tokenizer, _prompts(32))
+    print(json.dumps({"lora_step_s": statistics.mean(steps), "lora_step_cpu_s": train_cpu / 2,
+                      "generate_32x40_s": gen_s, "generate_cpu_s": time.process_time() - cpu0,
+                      "threads": torch.get_num_threads(), "texts": texts,
+                      "wall_s": time.perf_counter() - start}))
+
+
+def omp(rounds: int, variants: list[str] | None = None) -> list[dict[str, Any]]:
+    out = []
+    for r in range(rounds):
+        for name, env in OMP_VARIANTS.items():
+            if variants and name not in variants:
+                continue
+            load = _load_avg()
+            proc = subprocess.run([sys.executable, __file__, "_omp_worker"], env={**os.environ, **env},
+                                  capture_output=True, text=True, check=True)
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            out.append({"round": r, "variant": name, "load": load, **result})
+            print(json.dumps({k: v for k, v in out[-1].items() if k != "texts"}), flush=True)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- dropout
+
+
+def dropout(rounds: int) -> list[dict[str, Any]]:
+    import torch
+
+    out = []
+    models = {}
+    for p in (0.05, 0.0):
+        torch.manual_seed(0)
+        model, tokenizer = _model({"lora_dropout": p})
+        optimizer = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
+        models[p] = (model, optimizer)
+    batch = _sft_batch(tokenizer)
+    for model, optimizer in models.values():
+        _lora_step(model, batch, optimizer)
+    for r in range(rounds):
+        for p, (model, optimizer) in models.items():
+            load = _load_avg()
+            out.append({"round": r, "lora_dropout": p, "load": load, "lora_step_s": _lora_step(model, batch, optimizer)})
+            print(json.dumps(out[-1]), flush=True)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ genbatch
+
+
+def genbatch(rounds: int, sizes: tuple[int, ...] = (32, 64, 128)) -> list[dict[str, Any]]:
+    model, tokenizer = _model()
+    planned = _observation_prompts()
+    budgets = sorted({b for _, b in planned})
+    out, answers = [], {}
+    for r in range(rounds):
+        for size in sizes:
+            load, total, texts = _load_avg(), 0.0, []
+            for budget in budgets:  # as the runner does: one generate() per budget
+                seconds, t = _generate(model, tokenizer, [p for p, b in planned if b == budget], size, budget)
+                total, texts = total + seconds, texts + t
+            same = answers.setdefault(size, texts) == texts and answers[sizes[0]] == texts
+            out.append({"round": r, "batch_size": size, "load": load, "answers": len(texts), "s": round(total, 1),
+                        "same_answers_as_32": answers[sizes[0]] == texts, "repeatable": same})
+            print(json.dumps(out[-1]), flush=True)
+    return out
+
+
+# -------------------------------------------------------------------------------------------- merged
+
+
+def merged(rounds: int) -> list[dict[str, Any]]:
+    """GRPO's rollouts: 16 completions of <= 32 tokens at a time, with the adapter on vs merged."""
+    import torch
+
+    from ladder.generation import GenerationSettings, generate
+
+    torch.manual_seed(0)
+    model, tokenizer = _model({"lora_dropout": 0.0})
+    with torch.no_grad():  # a trained adapter: B is zero at initialisation, which would merge to nothing
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    prompts = [p for p in _prompts(4) for _ in range(4)]
+    settings = GenerationSettings(max_new_tokens=32, batch_size=16, temperature=0.7, seed=0)
+    out = []
+    for r in range(rounds):
+        for variant in ("adapter on", "merged"):
+            load = _load_avg()
+            if variant == "merged":
+                model.merge_adapter()
+            start = time.perf_counter()
+            texts = [g.text for g in generate(model, tokenizer, prompts, settings)]
+            seconds = time.perf_counter() - start
+            if variant == "merged":
+                model.unmerge_adapter()
+            out.append({"round": r, "variant": variant, "load": load, "s": round(seconds, 2), "texts": texts})
+            print(json.dumps({k: v for k, v in out[-1].items() if k != "texts"}), flush=True)
+    same = sum(a["texts"] == b["texts"] for a, b in zip(out[::2], out[1::2], strict=True))
+    print(json.dumps({"rounds_with_identical_samples": same, "rounds": rounds}))
+    return out
+
+
+def summary(rows: list[dict[str, Any]], key: str, value: str) -> dict[str, float]:
+    by: dict[Any, list[float]] = {}
+    for row in rows:
+        by.setdefault(row[key], []).append(row[value])
+    return {str(k): round(statistics.median(v), 3) for k, v in by.items()}
+
+
+def main() -> int:
+    if sys.argv[1:] == ["_omp_worker"]:
+        omp_worker()
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("lever", choices=["omp", "dropout", "genbatch", "merged"])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", help="append the rows as JSON lines here")
+    parser.add_argument("--variant", action="append", help=f"omp: only these ({', '.join(OMP_VARIANTS)})")
+    args = parser.parse_args()
+    if args.lever == "omp":
+        rows = omp(args.rounds, args.variant)
+    else:
+        rows = {"dropout": dropout, "genbatch": genbatch, "merged": merged}[args.lever](args.rounds)
+    if args.lever == "omp":
+        print("median LoRA step s:", summary(rows, "variant", "lora_step_s"))
+        print("median generation s:", summary(rows, "variant", "generate_32x40_s"))
+        print("median generation CPU s:", summary(rows, "variant", "generate_cpu_s"))
+        texts = {r["variant"]: r["texts"] for r in rows}
+        first = next(iter(texts.values()))
+        print("same answers as the first variant:", {k: v == first for k, v in texts.items()})
+    elif args.lever == "dropout":
+        print("median LoRA step s:", summary(rows, "lora_dropout", "lora_step_s"))
+    elif args.lever == "genbatch":
+        print("median s:", summary(rows, "batch_size", "s"))
+    else:
+        print("median s:", summary(rows, "variant", "s"))
+    if args.out:
+        with open(args.out, "a") as f:
+            for row in rows:
+                f.write(json.dumps({"lever": args.lever, **row}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
