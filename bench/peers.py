@@ -39,6 +39,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import shutil
 import subprocess
 import sys
@@ -79,13 +80,22 @@ def _failed(what: str, proc: Mapping[str, Any]) -> RuntimeError:
     return RuntimeError(f"{what} exited with status {proc['rc']}; the end of {proc['log']}:\n{tail}")
 
 
-def _losses(history: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    losses = [r["loss"] for r in history if isinstance(r.get("loss"), (int, float))]
-    final = next((r for r in reversed(history) if "train_runtime" in r), {})
-    tokens = [r[k] for r in history for k in ("num_tokens", "num_input_tokens_seen") if isinstance(r.get(k), (int, float))]
+def from_history(history: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Steps, train seconds, step times, tokens and losses from a Trainer's log history.
+
+    Every step's log carries ``train_runtime`` (seconds since training started, logged with
+    ``include_num_input_tokens_seen``), so a step's time is the difference from the step before;
+    the first step's includes the warm-up (first allocations, the optimizer's state).
+    """
+    steps = [r for r in history if "loss" in r and isinstance(r.get("train_runtime"), (int, float))]
+    elapsed = [float(r["train_runtime"]) for r in steps]
+    step_s = [b - a for a, b in zip([0.0, *elapsed], elapsed)]
+    final = next((r for r in reversed(history) if "train_loss" in r), {})
+    later = step_s[1:]
     return {"steps": max((int(r.get("step", 0)) for r in history), default=0), "train_s": final.get("train_runtime"),
-            "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
-            "tokens": int(tokens[-1]) if tokens else None}
+            "step_s": step_s, "median_step_s": statistics.median(later) if later else None,
+            "loss_first": steps[0]["loss"] if steps else None, "loss_last": steps[-1]["loss"] if steps else None,
+            "tokens": int(steps[-1]["num_input_tokens_seen"]) if steps else None}
 
 
 # --------------------------------------------------------------------------- the columns
@@ -105,7 +115,7 @@ def run_ladder(stage: str, ctx: Mapping[str, Any]) -> dict[str, Any]:
     stage_dir = work / "run" / entry["dir"]
     history = [json.loads(line) for line in (stage_dir / "trainer_log.jsonl").read_text().splitlines() if line]
     metrics = entry["metrics"]
-    return {**proc, **_losses(history), "stage_s": entry["duration_s"], "fit_s": metrics["train"]["runtime_s"],
+    return {**proc, **from_history(history), "stage_s": entry["duration_s"], "fit_s": metrics["train"]["runtime_s"],
             "ladder_train_tokens": metrics["train"].get("train_tokens"), "adapter": str(stage_dir / "adapter"),
             "merge": {k: v for k, v in metrics["stage_metrics"].items() if k.startswith("merge")}}
 
@@ -120,7 +130,7 @@ def run_trl(stage: str, ctx: Mapping[str, Any]) -> dict[str, Any]:
     if proc["rc"] != 0:
         raise _failed(f"TRL {stage}", proc)
     result = json.loads((work / "result.json").read_text())
-    return {**proc, **_losses(result["history"]), "stage_s": result["stage_s"], "fit_s": result["train_s"],
+    return {**proc, **from_history(result["history"]), "stage_s": result["stage_s"], "fit_s": result["train_s"],
             "adapter": result["adapter"]}
 
 
@@ -134,7 +144,7 @@ def run_llamafactory(stage: str, ctx: Mapping[str, Any]) -> dict[str, Any]:
     if proc["rc"] != 0:
         raise _failed(f"LLaMA-Factory {stage}", proc)
     state = json.loads((work / "output" / "trainer_state.json").read_text())
-    return {**proc, **_losses(state["log_history"]), "stage_s": proc["process_s"], "fit_s": None,
+    return {**proc, **from_history(state["log_history"]), "stage_s": proc["process_s"], "fit_s": None,
             "adapter": str(work / "output")}
 
 
@@ -191,17 +201,18 @@ def _num(value: Any, fmt: str) -> str:
 
 
 def table(rows: Sequence[Mapping[str, Any]], base: Mapping[str, Any] | None) -> str:
-    head = ("| tool | stage | steps | train s | stage s | process s (CPU s) | tokens | tokens/s | loss first → last "
-            "| peak RSS MB | held-out |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    head = ("| tool | stage | steps | train s | median step s | stage s | process s (CPU s) | tokens | tokens/s "
+            "| loss first → last | peak RSS MB | held-out |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     if base is not None:
-        lines.append(f"| base model | – | – | – | – | – | – | – | – | – | {_held_out('sft', base)}; "
+        lines.append(f"| base model | – | – | – | – | – | – | – | – | – | – | {_held_out('sft', base)}; "
                      f"{_held_out('dpo', base)} |")
     for r in rows:
         rate = r["tokens"] / r["train_s"] if r.get("tokens") and r.get("train_s") else None
         loss = f"{_num(r['loss_first'], '.3f')} → {_num(r['loss_last'], '.3f')}"
         lines.append(f"| {r['tool']} | {r['stage']} | {r['steps']} | {_num(r['train_s'], '.1f')} | "
-                     f"{_num(r['stage_s'], '.1f')} | {r['process_s']:.1f} ({r['cpu_s']:.0f}) | "
+                     f"{_num(r['median_step_s'], '.2f')} | {_num(r['stage_s'], '.1f')} | "
+                     f"{r['process_s']:.1f} ({r['cpu_s']:.0f}) | "
                      f"{_num(r['tokens'], 'd')} | {_num(rate, '.0f')} | {loss} | {r['peak_rss_mb']:.0f} | "
                      f"{_held_out(r['stage'], r['eval']) if r.get('eval') else '–'} |")
     return "\n".join(lines)
@@ -217,7 +228,11 @@ def ratios(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         for peer in ("trl", "llamafactory"):
             if peer in by and by[peer].get("train_s"):
                 ratio = by["ladder"]["train_s"] / by[peer]["train_s"]
-                out.append(f"{stage}: ladder train / {peer} train = {ratio:.3f} ({ratio - 1:+.1%})")
+                text = f"{stage}: ladder / {peer}: train {ratio:.3f} ({ratio - 1:+.1%})"
+                if by["ladder"].get("median_step_s") and by[peer].get("median_step_s"):
+                    step = by["ladder"]["median_step_s"] / by[peer]["median_step_s"]
+                    text += f", median step {step:.3f} ({step - 1:+.1%})"
+                out.append(text)
     return out
 
 
