@@ -29,9 +29,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer  # noqa: E402
 
 
-def main(spec_path: str, result_path: str) -> int:
-    spec = json.loads(Path(spec_path).read_text())
-    imported = time.perf_counter()
+def build_trainer(spec: dict) -> SFTTrainer | DPOTrainer:
+    """The trainer the spec describes, not yet trained."""
     tokenizer = AutoTokenizer.from_pretrained(spec["model"])
     model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.float32)
     data = load_dataset("json", data_files=spec["data"], split="train")
@@ -53,6 +52,13 @@ def main(spec_path: str, result_path: str) -> int:
         args = DPOConfig(**spec["args"], **common)
         trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                              peft_config=peft_config)
+    return trainer
+
+
+def main(spec_path: str, result_path: str) -> int:
+    spec = json.loads(Path(spec_path).read_text())
+    imported = time.perf_counter()
+    trainer = build_trainer(spec)
     start = time.perf_counter()
     trainer.train()
     train_s = time.perf_counter() - start
