@@ -21,6 +21,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from profiling import cpu_model  # noqa: E402  (bench/: the CPU named beside every timing)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -72,7 +75,7 @@ def run(work: Path) -> dict[str, Any]:
     }
     (work / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     result = load_recipe(work / "recipe.yaml").run()
-    out: dict[str, Any] = {"machine": f"{platform.machine()} {_cpu()}", "stages": {}}
+    out: dict[str, Any] = {"machine": f"{platform.machine()} {cpu_model()}", "stages": {}}
     for directory in sorted(p for p in result.run_dir.iterdir() if p.is_dir() and p.name[:2].isdigit()):
         weights = {
             str(f.relative_to(directory)): hashlib.sha256(f.read_bytes()).hexdigest()[:16]
@@ -87,16 +90,6 @@ def run(work: Path) -> dict[str, Any]:
         }
     # Paths inside the temporary folder name it; the folder is not what was trained.
     return json.loads(json.dumps(out).replace(str(work), "<work>"))
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _diff(a: Any, b: Any, path: str = "") -> list[str]:

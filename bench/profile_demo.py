@@ -44,17 +44,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from ladder.cli import cpu_thread_defaults  # noqa: E402
 
 cpu_thread_defaults()  # as `ladder demo` runs: before torch loads
-from profiling import Profile, cpu_seconds, instrument, matmul_rate  # noqa: E402
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from profiling import Profile, cpu_model, cpu_seconds, instrument, matmul_rate  # noqa: E402
 
 
 def cpu_flags() -> list[str]:

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import sys
 import time
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 OTHER = "other"
@@ -317,3 +319,14 @@ def matmul_rate(dtype_name: str, threads: int, seconds: float = 1.5) -> dict[str
 def cpu_seconds() -> float:
     times = os.times()
     return times.user + times.system + times.children_user + times.children_system
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), for the record beside every timing."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
