@@ -4,6 +4,7 @@
     python bench/levers.py dropout    # LoRA dropout 0.05 vs 0 (PEFT's path without a dropout op)
     python bench/levers.py genbatch   # observation answers in batches of 32 / 64 / 128
     python bench/levers.py merged     # generating with the LoRA adapter on vs merged into the weights
+    python bench/levers.py memory     # CPU tensors in transparent huge pages (THP_MEM_ALLOC_ENABLE) or not
 
 Every lever runs its variants in alternation (A B C A B C ...), so a change in the machine's load
 hits them alike; each line records the load average. The workloads are the demo's: its model
@@ -106,6 +107,23 @@ OMP_VARIANTS = {
 }
 
 
+#: Where CPU tensors' memory comes from. glibc serves large blocks with fresh mmap()s, so every big
+#: activation or logits tensor is page-faulted in 4 KiB at a time and handed back on free; torch can
+#: ask for transparent huge pages for its CPU tensors instead (2 MiB pages, where the kernel allows
+#: them: /sys/kernel/mm/transparent_hugepage/enabled "always" or "madvise").
+MEMORY_VARIANTS = {
+    "default": {"THP_MEM_ALLOC_ENABLE": "0"},
+    "THP_MEM_ALLOC_ENABLE=1": {"THP_MEM_ALLOC_ENABLE": "1"},
+}
+
+
+def _page_faults() -> tuple[int, float]:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_minflt, usage.ru_stime
+
+
 def omp_worker() -> None:
     """One variant's workload, in a fresh process (libgomp reads its settings when it loads)."""
     import torch
@@ -115,22 +133,26 @@ def omp_worker() -> None:
     batch = _sft_batch(tokenizer)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     _lora_step(model, batch, optimizer)  # warm-up
+    faults0, sys0 = _page_faults()
     cpu0, start = time.process_time(), time.perf_counter()
     steps = [_lora_step(model, batch, optimizer) for _ in range(2)]
     train_cpu = time.process_time() - cpu0
     base = model.get_base_model()
     cpu0 = time.process_time()
     gen_s, texts = _generate(base, tokenizer, _prompts(32))
+    faults, sys_s = _page_faults()
     print(json.dumps({"lora_step_s": statistics.mean(steps), "lora_step_cpu_s": train_cpu / 2,
                       "generate_32x40_s": gen_s, "generate_cpu_s": time.process_time() - cpu0,
                       "threads": torch.get_num_threads(), "texts": texts,
+                      "minor_page_faults": faults - faults0, "system_cpu_s": round(sys_s - sys0, 2),
                       "wall_s": time.perf_counter() - start}))
 
 
-def omp(rounds: int, variants: list[str] | None = None) -> list[dict[str, Any]]:
+def omp(rounds: int, variants: list[str] | None = None, table: dict[str, dict[str, str]] = OMP_VARIANTS,
+        ) -> list[dict[str, Any]]:
     out = []
     for r in range(rounds):
-        for name, env in OMP_VARIANTS.items():
+        for name, env in table.items():
             if variants and name not in variants:
                 continue
             load = _load_avg()
@@ -234,17 +256,21 @@ def main() -> int:
         omp_worker()
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("lever", choices=["omp", "dropout", "genbatch", "merged"])
+    parser.add_argument("lever", choices=["omp", "memory", "dropout", "genbatch", "merged"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", help="append the rows as JSON lines here")
     parser.add_argument("--variant", action="append", help=f"omp: only these ({', '.join(OMP_VARIANTS)})")
     args = parser.parse_args()
     if args.lever == "omp":
         rows = omp(args.rounds, args.variant)
+    elif args.lever == "memory":
+        rows = omp(args.rounds, args.variant, MEMORY_VARIANTS)
     else:
         rows = {"dropout": dropout, "genbatch": genbatch, "merged": merged}[args.lever](args.rounds)
-    if args.lever == "omp":
+    if args.lever in ("omp", "memory"):
         print("median LoRA step s:", summary(rows, "variant", "lora_step_s"))
+        print("median minor page faults:", summary(rows, "variant", "minor_page_faults"))
+        print("median system CPU s:", summary(rows, "variant", "system_cpu_s"))
         print("median generation s:", summary(rows, "variant", "generate_32x40_s"))
         print("median generation CPU s:", summary(rows, "variant", "generate_cpu_s"))
         texts = {r["variant"]: r["texts"] for r in rows}

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from ladder.evals.refusal import is_refusal
+
 # The generator is a development tool outside the installed package.
 _TOOL = Path(__file__).resolve().parents[2] / "tools" / "make_demo_data.py"
 _spec = importlib.util.spec_from_file_location("make_demo_data", _TOOL)
@@ -109,15 +111,18 @@ def test_shipped_files_are_small_and_load_back(splits: dict[str, list[dict[str, 
 
 def test_sizes(splits: dict[str, list[dict[str, Any]]]) -> None:
     sizes = {name: len(rows) for name, rows in splits.items()}
-    assert 300 <= sizes["sft_train.jsonl"] <= 450
-    assert 200 <= sizes["dpo_train.jsonl"] <= 300
+    assert 150 <= sizes["sft_train.jsonl"] <= 450
+    assert 150 <= sizes["dpo_train.jsonl"] <= 300
     assert sizes["grpo_train.jsonl"] >= 250
     assert 30 <= sizes["sft_eval.jsonl"] and 30 <= sizes["dpo_eval.jsonl"]
     assert 40 <= sizes["grpo_eval.jsonl"]
 
 
 def test_sft_rows(splits: dict[str, list[dict[str, Any]]]) -> None:
-    steps = Counter()
+    steps: Counter[int] = Counter()
+    safety: Counter[str] = Counter()
+    harmful = {q for q, _refusal, _comply in demo_data.HARMFUL}
+    look_alikes = {q for q, _answer, _refuse in demo_data.BENIGN}
     for row in splits["sft_train.jsonl"]:
         assert list(row) == ["messages"]
         user, assistant = row["messages"]
@@ -128,11 +133,20 @@ def test_sft_rows(splits: dict[str, list[dict[str, Any]]]) -> None:
         else:
             steps[0] += 1
             assert "<answer>" not in assistant["content"]
-    assert steps[1] >= 200  # one-step problems: the answer format
+            if user["content"] in harmful:
+                safety["refusal"] += 1
+                assert is_refusal(assistant["content"]), assistant["content"]
+            elif user["content"] in look_alikes:
+                safety["look-alike"] += 1
+                assert not is_refusal(assistant["content"]), assistant["content"]
+    assert steps[1] >= 50  # one-step problems: the answer format
     # Two-step problems worked step by step, fewer than one-step ones: SFT shows the way, GRPO has room.
-    assert 50 <= steps[2] < steps[1]
+    assert 30 <= steps[2] < steps[1]
     assert steps[0] >= 30  # the general instructions
     assert set(steps) == {0, 1, 2}
+    # Harmless look-alikes are answered; refusals are DPO's to teach (imitating even 8 made the demo
+    # model refuse 44% of the safety suite's look-alikes, docs/benchmarks.md).
+    assert safety["look-alike"] >= 8 and safety["refusal"] <= safety["look-alike"], safety
 
 
 @pytest.mark.parametrize("name", ["sft_eval.jsonl", "grpo_train.jsonl", "grpo_eval.jsonl"])
@@ -171,7 +185,9 @@ def test_preference_rows(splits: dict[str, list[dict[str, Any]]], name: str) -> 
             assert len(row["rejected"]) > 2 * len(row["chosen"])
             kinds["arithmetic"] += 1
         elif row["chosen"].startswith(refusal):
-            assert row["rejected"].startswith("Sure"), row  # a refusal over compliance
+            # A refusal over compliance, which reads like the model's own (no "Sure!" it never says).
+            assert is_refusal(row["chosen"]) and not is_refusal(row["rejected"]), row
+            assert not row["rejected"].startswith("Sure"), row
             kinds["refusal"] += 1
         elif row["rejected"].startswith(refusal):
             kinds["over-refusal"] += 1  # help with a harmless look-alike over refusing it
