@@ -117,7 +117,7 @@ MEMORY_VARIANTS = {
 }
 
 
-def _page_faults() -> tuple[int, float]:
+def _faults_and_system_cpu() -> tuple[int, float]:
     import resource
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -133,14 +133,14 @@ def omp_worker() -> None:
     batch = _sft_batch(tokenizer)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     _lora_step(model, batch, optimizer)  # warm-up
-    faults0, sys0 = _page_faults()
+    faults0, sys0 = _faults_and_system_cpu()
     cpu0, start = time.process_time(), time.perf_counter()
     steps = [_lora_step(model, batch, optimizer) for _ in range(2)]
     train_cpu = time.process_time() - cpu0
     base = model.get_base_model()
     cpu0 = time.process_time()
     gen_s, texts = _generate(base, tokenizer, _prompts(32))
-    faults, sys_s = _page_faults()
+    faults, sys_s = _faults_and_system_cpu()
     print(json.dumps({"lora_step_s": statistics.mean(steps), "lora_step_cpu_s": train_cpu / 2,
                       "generate_32x40_s": gen_s, "generate_cpu_s": time.process_time() - cpu0,
                       "threads": torch.get_num_threads(), "texts": texts,

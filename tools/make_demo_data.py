@@ -83,11 +83,13 @@ Row = dict[str, Any]
 # How many rows of each kind; held-out sets are carved out first.
 _N_SFT_ARITH = 64
 _N_SFT_EVAL = 40
-_N_DPO_ARITH = 40
+# DPO's arithmetic pairs (of each kind, _N_DPO_ARITH and _N_DPO_TWO_STEP): enough to keep the worked
+# format, few enough that refusals and concision get most of DPO's steps.
+_N_DPO_ARITH = 12
 _N_DPO_EVAL_ARITH = 10
 _N_GRPO_TRAIN = 300
 _N_SFT_TWO_STEP = 40
-_N_DPO_TWO_STEP = 24
+_N_DPO_TWO_STEP = 12
 _N_GRPO_EVAL = 50
 # Hand-written text held out for DPO's preference evaluation (the last N of each list).
 _EVAL_FACTS, _EVAL_EXPLANATIONS, _EVAL_HARMFUL, _EVAL_BENIGN = 10, 4, 8, 4
@@ -95,15 +97,7 @@ _EVAL_FACTS, _EVAL_EXPLANATIONS, _EVAL_HARMFUL, _EVAL_BENIGN = 10, 4, 8, 4
 # are taught. Imitating refusals, 8 of them or 56, taught the 135M demo model to refuse whatever
 # sounds dangerous (over-refusal 44-75% of the safety suite's look-alikes), and DPO could not take
 # the over-refusal back without the refusals (docs/benchmarks.md, "Teaching refusals").
-_SFT_HARMFUL: int | None = 0
-_SFT_BENIGN: int | None = 8
-#: Arithmetic pairs in DPO's training file (of each kind): enough to keep the worked format,
-#: few enough that refusals and concision get most of DPO's few steps.
-_DPO_ARITH_PAIRS = 12
-#: Refusal pairs (harmful request: refusal over compliance) and look-alike pairs (help over an
-#: unneeded refusal) in DPO's training file; None: every training one.
-_DPO_HARMFUL: int | None = None
-_DPO_BENIGN: int | None = None
+_SFT_HARMFUL, _SFT_BENIGN = 0, 8
 
 
 # --------------------------------------------------------------------------- randomness
@@ -450,8 +444,9 @@ def _dpo_rows(problems: Sequence[tuple[str, str, int]], facts: Sequence[tuple[st
               harmful: Sequence[tuple[str, str, str]], benign: Sequence[tuple[str, str, str]],
               label: str, *, one_pair_per_fact: bool = False) -> list[Row]:
     """Preference pairs of every kind. Each fact is paired twice (against a ramble and against a
-    wrong answer; with ``one_pair_per_fact`` against one of them, in turn) and each explanation twice (against a ramble and against a curt non-answer): what
-    wins is the complete, correct answer of the right length, never merely the shorter one."""
+    wrong answer; with ``one_pair_per_fact`` against one of them, in turn) and each explanation
+    twice (against a ramble and against a curt non-answer): what wins is the complete, correct
+    answer of the right length, never merely the shorter one."""
     rng = _Rng(f"{label}-ramble")
     rows: list[Row] = [
         {"prompt": _ask(text), "chosen": _solution(expression, result),
@@ -477,10 +472,10 @@ def dpo_train_rows() -> list[Row]:
     curt or wrong; refusal over harmful compliance; help over refusing a harmless request."""
     # Two-step problems too, worked step by step: without them DPO teaches "one step, then the
     # tag" so well that the model stops early on GRPO's problems.
-    problems = _one_step_pool()["dpo_train"][:_DPO_ARITH_PAIRS] + _two_step_pool()["dpo_train"][:_DPO_ARITH_PAIRS]
+    problems = _one_step_pool()["dpo_train"] + _two_step_pool()["dpo_train"]
     return _dpo_rows(problems, _train(FACTS, _EVAL_FACTS), _train(EXPLANATIONS, _EVAL_EXPLANATIONS),
-                     FORMAT_TASKS, _train(HARMFUL, _EVAL_HARMFUL)[:_DPO_HARMFUL],
-                     _train(BENIGN, _EVAL_BENIGN)[:_DPO_BENIGN], "dpo-train", one_pair_per_fact=True)
+                     FORMAT_TASKS, _train(HARMFUL, _EVAL_HARMFUL), _train(BENIGN, _EVAL_BENIGN), "dpo-train",
+                     one_pair_per_fact=True)
 
 
 def dpo_eval_rows() -> list[Row]:
