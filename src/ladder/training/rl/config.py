@@ -207,6 +207,14 @@ class RLStageConfig(TrainingSettings):
         validator=attrs.validators.instance_of(bool),
         metadata={"help": "write every generated completion with its rewards and advantage to rollouts.jsonl"},
     )
+    merged_rollouts: bool = attrs.field(
+        default=True,
+        validator=attrs.validators.instance_of(bool),
+        metadata={
+            "help": "generate rollouts with the LoRA merged into the weights, unmerged after (transformers "
+            "backend; the same policy without the adapter's extra matmuls per layer, and without its dropout)"
+        },
+    )
     eval_batch_size: int = attrs.field(
         default=8, validator=_gt0, metadata={"help": "sequences scored together on heldout_pairs"}
     )

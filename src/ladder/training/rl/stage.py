@@ -162,6 +162,7 @@ class RLStage(BaseStage):
 
         from ladder.rewards import reward_name
         from ladder.training.args import trainer_args_from
+        from ladder.training.rl import rollouts
         from ladder.training.chat_format import chat_template_for, input_eos_ids
         from ladder.training.lora import peft_config_for
         from ladder.training.models import load_tokenizer
@@ -235,10 +236,11 @@ class RLStage(BaseStage):
             callbacks=[watch.callback()],
         )
         self._install_sampling(trainer, ctx, weights)
+        merged_rollouts = cfg.merged_rollouts and rollouts.install(trainer)
         facts = {
             "rows": rows, "label": label, "heldout": heldout, "tokenizer": tokenizer, "template": template,
             "eos_ids": eos_ids, "reward_names": names, "reward_weights": weights, "reward_model": learned,
-            "use_vllm": use_vllm, "watch": watch, "data_checks": data_checks,
+            "use_vllm": use_vllm, "merged_rollouts": merged_rollouts, "watch": watch, "data_checks": data_checks,
             "scan": scan.metrics if scan is not None else None,
         }
         return trainer, facts
@@ -347,6 +349,7 @@ class RLStage(BaseStage):
             "num_generations": trainer.args.num_generations,
             "generation_batch_size": trainer.args.generation_batch_size,
             "generation_backend": "vllm" if facts["use_vllm"] else "transformers",
+            "merged_rollouts": facts["merged_rollouts"],
             "reward_weights": dict(zip(names, facts["reward_weights"], strict=True)),
             "rewards": {name: first_last(history, f"rewards/{name}/mean", prefix="") for name in names},
             **first_last(history, "completions/mean_length", prefix="completion_length"),
