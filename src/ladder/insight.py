@@ -100,7 +100,7 @@ def observe(
     from ladder.evaluate import check_pairs, check_problems, reward_model_accuracy, verifiable_accuracy
     from ladder.metrics import behaviour
     from ladder.probes import DEFAULT_PROBES, run_probes
-    from ladder.training.models import load_model, load_tokenizer
+    from ladder.training.models import inference_dtype, load_model, load_tokenizer
 
     if not isinstance(checkpoint, Checkpoint):
         checkpoint = Checkpoint.base(os.fspath(checkpoint))
@@ -125,7 +125,7 @@ def observe(
     check_problems(evals.get("verifiable") or ())
     started = time.monotonic()
     tokenizer = load_tokenizer(checkpoint, options)
-    model = load_model(checkpoint, options, kind=checkpoint.kind)
+    model = load_model(checkpoint, options, kind=checkpoint.kind, dtype=inference_dtype(settings.precision))
     dtype = str(next(model.parameters()).dtype)
     run: BehaviourRun | None = None
     try:
@@ -215,6 +215,8 @@ def _regressions(
     pipeline observes every checkpoint before the stages that start from it), else the input
     is loaded and answers the same items once. ``None`` when there is nothing to compare with.
     """
+    import torch
+
     from ladder.evals import find_regressions
     from ladder.training.models import load_model, load_tokenizer
 
@@ -225,7 +227,7 @@ def _regressions(
     if before is None:
         try:
             tokenizer = load_tokenizer(parent, options)
-            model = load_model(parent, options)
+            model = load_model(parent, options, dtype=getattr(torch, dtype.removeprefix("torch.")))
         except (LadderError, OSError) as exc:
             logger.warning("could not load %s to compare %s with it: %s", parent.stage, checkpoint.stage, exc)
             return None
@@ -289,7 +291,7 @@ def _preference(
         return out
     ref_scores = _SCORES.get((reference.fingerprint, *where)) if reference.fingerprint else None
     if ref_scores is None:
-        ref_model = load_model(reference, options)
+        ref_model = load_model(reference, options, dtype=next(model.parameters()).dtype)
         try:
             ref_scores = pair_logprobs(ref_model, tokenizer, pairs, batch_size=settings.batch_size)
         finally:

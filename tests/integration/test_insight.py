@@ -341,3 +341,28 @@ def test_a_stage_is_compared_with_its_input_cached_or_loaded(tiny_model: Path, t
 
     assert cached["regressions"] == find_regressions(outcomes(tmp_path / "b"), outcomes(tmp_path / "s1"),
                                                      compared_to="base")
+
+
+def test_generation_precision_loads_every_model_of_an_observation_in_one_dtype(tiny_model: Path, tmp_path: Path) -> None:
+    """``generation.precision: bf16`` loads the observed checkpoint, the parent it is compared with
+    and the DPO reference in bf16 where this CPU has native bf16, in fp32 where it has not."""
+    import attrs
+
+    from ladder import insight
+    from ladder.training.models import cpu_has_native_bf16, inference_dtype
+
+    expected = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    assert inference_dtype("bf16", "cpu") == expected
+    assert inference_dtype("fp32", "cpu") == inference_dtype("auto", "cpu") == torch.float32
+    settings = attrs.evolve(SETTINGS, precision="bf16")
+    base = Checkpoint(path=str(tiny_model), stage="base", fingerprint="base-fp-bf16")
+    stage = Checkpoint(path=str(tiny_model), stage="sft", fingerprint="sft-fp-bf16", parent=base)
+    evals = {"preference": PAIRS, "behaviour": {"suites": ["arithmetic"], "limit": 4}}
+    insight._RUNS.clear()
+    insight._SCORES.clear()
+    result = observe(stage, tmp_path / "s", probes=[], evals=evals, settings=settings, reference=base)
+    # Neither the parent nor the reference was observed in this process: both were loaded, in
+    # the same dtype as the checkpoint, and are cached under it.
+    assert {key[1] for key in insight._SCORES} == {str(expected)}
+    assert len(insight._RUNS) == 2 and result["regressions"] == []  # the same weights: nothing worse
+    assert result["eval"]["preference"]["implicit_accuracy"] is not None

@@ -37,6 +37,7 @@ def test_defaults_are_greedy_and_bounded() -> None:
         {"batch_size": 0},
         {"backend": "llama.cpp"},
         {"seed": "zero"},
+        {"precision": "fp16"},
     ],
 )
 def test_invalid_settings_are_rejected(kwargs: dict) -> None:

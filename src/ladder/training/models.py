@@ -20,6 +20,7 @@ __all__ = [
     "device_name",
     "precision",
     "cpu_has_native_bf16",
+    "inference_dtype",
     "default_dtype",
     "load_tokenizer",
     "load_model",
@@ -97,7 +98,8 @@ def default_dtype(device: str | None = None) -> torch.dtype:
     inference alike. On a CPU, ``precision: bf16`` training autocasts from these float32 master
     weights; inference stays float32 although bf16 weights would generate faster, because bf16
     greedy answers depend on how prompts are batched (rounding breaks near-ties differently with
-    different padding), and a probe must read the same whatever else is asked with it.
+    different padding), and a probe must read the same whatever else is asked with it. A run
+    that prefers speed asks for ``generation: {precision: bf16}`` (:func:`inference_dtype`).
     """
     import torch
 
@@ -106,6 +108,29 @@ def default_dtype(device: str | None = None) -> torch.dtype:
         return torch.float32
     flags = precision("auto", device)
     return torch.bfloat16 if flags["bf16"] else torch.float16 if flags["fp16"] else torch.float32
+
+
+def inference_dtype(precision: str = "auto", device: str | None = None) -> torch.dtype:
+    """The dtype probes and evaluations load weights in, for ``generation.precision``.
+
+    ``"auto"`` is :func:`default_dtype`; ``"fp32"`` is float32 anywhere; ``"bf16"`` is bfloat16
+    where the device multiplies it natively (a GPU that supports it, a CPU with AVX512-BF16 or
+    AMX) and :func:`default_dtype` elsewhere, where bf16 would be emulated and slower.
+    """
+    import torch
+
+    device = device or device_name()
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        on_gpu = device.startswith("cuda") and torch.cuda.is_available()
+        if (on_gpu and torch.cuda.is_bf16_supported()) or (device == "cpu" and cpu_has_native_bf16()):
+            return torch.bfloat16
+        logger.info("generation precision bf16: %s has no native bf16; using %s", device,
+                    str(default_dtype(device)).removeprefix("torch."))
+    elif precision != "auto":
+        raise ConfigError(f"generation precision must be auto, fp32 or bf16, got {precision!r}")
+    return default_dtype(device)
 
 
 def load_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
