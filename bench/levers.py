@@ -5,6 +5,7 @@
     python bench/levers.py genbatch   # observation answers in batches of 32 / 64 / 128
     python bench/levers.py merged     # generating with the LoRA adapter on vs merged into the weights
     python bench/levers.py memory     # CPU tensors in transparent huge pages (THP_MEM_ALLOC_ENABLE) or not
+    python bench/levers.py malloc     # glibc keeping freed memory (mmap/trim thresholds) or handing it back
 
 Every lever runs its variants in alternation (A B C A B C ...), so a change in the machine's load
 hits them alike; each line records the load average. The workloads are the demo's: its model
@@ -114,6 +115,16 @@ OMP_VARIANTS = {
 MEMORY_VARIANTS = {
     "default": {"THP_MEM_ALLOC_ENABLE": "0"},
     "THP_MEM_ALLOC_ENABLE=1": {"THP_MEM_ALLOC_ENABLE": "1"},
+}
+
+
+#: glibc's malloc serves blocks above its mmap threshold (128 KiB, raised dynamically up to 32 MiB)
+#: with fresh mmap()s and trims the heap's free top above 128 KiB: a freed activation goes back to
+#: the kernel and the next one is page-faulted in again, zeroed, 4 KiB at a time. These keep blocks
+#: up to 32 MiB (glibc's ceiling) in the heap and the heap's free memory in the process.
+MALLOC_VARIANTS = {
+    "default": {},
+    "mmap 32 MiB, trim 1 GiB": {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)},
 }
 
 
@@ -256,7 +267,7 @@ def main() -> int:
         omp_worker()
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("lever", choices=["omp", "memory", "dropout", "genbatch", "merged"])
+    parser.add_argument("lever", choices=["omp", "memory", "malloc", "dropout", "genbatch", "merged"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", help="append the rows as JSON lines here")
     parser.add_argument("--variant", action="append", help=f"omp: only these ({', '.join(OMP_VARIANTS)})")
@@ -265,9 +276,11 @@ def main() -> int:
         rows = omp(args.rounds, args.variant)
     elif args.lever == "memory":
         rows = omp(args.rounds, args.variant, MEMORY_VARIANTS)
+    elif args.lever == "malloc":
+        rows = omp(args.rounds, args.variant, MALLOC_VARIANTS)
     else:
         rows = {"dropout": dropout, "genbatch": genbatch, "merged": merged}[args.lever](args.rounds)
-    if args.lever in ("omp", "memory"):
+    if args.lever in ("omp", "memory", "malloc"):
         print("median LoRA step s:", summary(rows, "variant", "lora_step_s"))
         print("median minor page faults:", summary(rows, "variant", "minor_page_faults"))
         print("median system CPU s:", summary(rows, "variant", "system_cpu_s"))
