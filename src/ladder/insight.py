@@ -215,10 +215,8 @@ def _regressions(
     pipeline observes every checkpoint before the stages that start from it), else the input
     is loaded and answers the same items once. ``None`` when there is nothing to compare with.
     """
-    import torch
-
     from ladder.evals import find_regressions
-    from ladder.training.models import load_model, load_tokenizer
+    from ladder.training.models import inference_dtype, load_model, load_tokenizer
 
     parent = checkpoint.parent
     if parent is None or parent.kind != "policy":
@@ -227,7 +225,7 @@ def _regressions(
     if before is None:
         try:
             tokenizer = load_tokenizer(parent, options)
-            model = load_model(parent, options, dtype=getattr(torch, dtype.removeprefix("torch.")))
+            model = load_model(parent, options, dtype=inference_dtype(settings.precision))
         except (LadderError, OSError) as exc:
             logger.warning("could not load %s to compare %s with it: %s", parent.stage, checkpoint.stage, exc)
             return None

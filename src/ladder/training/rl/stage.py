@@ -162,11 +162,11 @@ class RLStage(BaseStage):
 
         from ladder.rewards import reward_name
         from ladder.training.args import trainer_args_from
-        from ladder.training.rl import rollouts
         from ladder.training.chat_format import chat_template_for, input_eos_ids
         from ladder.training.lora import peft_config_for
         from ladder.training.models import load_tokenizer
         from ladder.training.modes import load_training_model
+        from ladder.training.rl import rollouts
 
         cfg: RLStageConfig = self.config
         algo = self.algorithm
