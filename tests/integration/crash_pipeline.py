@@ -36,7 +36,7 @@ GRPO_ROWS = [
     {"question": f"What is {a} + {b}?", "answer": f"{a} + {b} = {a + b}\n#### {a + b}"} for a in range(4) for b in range(4)
 ]
 # Activation checkpointing only slows a tiny model down on a CPU.
-FAST = {"activation_checkpointing": False}
+FAST = {}
 
 
 def digit_share(completions: list[Any], **kwargs: Any) -> list[float]:

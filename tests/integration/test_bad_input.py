@@ -53,7 +53,7 @@ from ladder.rewards import check_reward_on_sample, completion_text
 
 HUB_MODEL = "ladder-tests/not-a-local-model"  # pre-flight never downloads: no tokenizer is loaded
 HEADER = "name: bad\nmodel: {model}\nrun_dir: {run_dir}\nprobes: false\n"
-FAST = "    trainer_kwargs: {activation_checkpointing: false}\n"
+FAST = "    trainer_kwargs: {}\n"
 
 
 # ------------------------------------------------------------------------------------------------

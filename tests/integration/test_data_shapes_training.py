@@ -12,7 +12,7 @@ import pytest
 
 from ladder import DPO, SFT, Pipeline, ValidationError
 
-FAST = {"activation_checkpointing": False}
+FAST = {}
 WEATHER = {"name": "get_weather", "description": "Weather in a city",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
 CITIES = ["Paris", "Rome", "Oslo", "Lima"]

@@ -18,7 +18,7 @@ TOPICS = ["apples", "bread", "France", "plants", "numbers", "Rome", "water", "ye
 # model has no length bias to lean on.
 CHOSEN, REJECTED = "Yes. Good answer.", "No. Bad answer."
 # Activation (gradient) checkpointing, TRL's default, only slows a tiny model on a CPU down.
-FAST = {"activation_checkpointing": False}
+FAST = {}
 
 
 def pairs(n: int, seed: int = 0) -> list[dict]:

@@ -14,7 +14,7 @@ from ladder.registry import rewards
 from ladder.rewards import completion_text
 
 # Activation (gradient) checkpointing, TRL's default, only slows a tiny model on a CPU down.
-FAST = {"activation_checkpointing": False}
+FAST = {}
 # GSM8K-shaped rows: the gold answer follows "####".
 PROBLEMS = [
     {"question": f"What is {a} + {b}?", "answer": f"{a} + {b} = {a + b}\n#### {a + b}"}

@@ -15,7 +15,7 @@ from ladder import GRPO, Pipeline, ValidationError
 from ladder.registry import rewards
 from ladder.rewards import completion_text
 
-FAST = {"activation_checkpointing": False}
+FAST = {}
 # Each problem says how the reward treats it: always solved, never solved, or solved by some
 # completions and not others (decided by the completion's text, so samples differ).
 PROBLEMS = (

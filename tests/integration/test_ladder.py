@@ -16,7 +16,7 @@ import pytest
 from ladder import DPO, GRPO, SFT, Pipeline
 from ladder.recipe import load_recipe
 
-FAST = {"activation_checkpointing": False}
+FAST = {}
 PROBLEMS = [{"prompt": f"What is {a} + {b}?", "answer": str(a + b)} for a in range(1, 7) for b in range(1, 5)]
 SFT_ROWS = [{"instruction": p["prompt"], "output": f"<answer>{p['answer']}</answer>"} for p in PROBLEMS]
 PAIRS = [{"prompt": p["prompt"], "chosen": f"<answer>{p['answer']}</answer>", "rejected": "I do not know."}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ladder import DPO, GRPO, SFT, Pipeline
 
-FAST = {"activation_checkpointing": False}
+FAST = {}
 PROBLEMS = [{"prompt": f"What is {a} + {b}?", "answer": str(a + b)} for a in range(1, 5) for b in range(1, 5)]
 
 

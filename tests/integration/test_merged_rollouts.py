@@ -12,7 +12,7 @@ import pytest
 from ladder import GRPO, Pipeline
 from ladder.training.rl import rollouts
 
-FAST = {"activation_checkpointing": False}
+FAST = {}
 
 
 def _peft_model(tiny_model: Path, *, dropout: float = 0.0):

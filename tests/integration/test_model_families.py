@@ -27,7 +27,7 @@ from ladder.stage import StageContext
 from ladder.testing import build_tiny_family_model
 
 TEMPLATES = Path(__file__).parent.parent / "data" / "chat_templates"
-FAST = {"activation_checkpointing": False}
+FAST = {}
 
 # (case id, tiny family, template file or None for a base model, SFT chat_template, end-of-turn, how it masks)
 FAMILIES = [

@@ -17,7 +17,7 @@ from ladder.rewards import completion_text
 from ladder.stage import StageContext
 from tests.integration.crash_pipeline import SFT_ROWS
 
-FAST = {"activation_checkpointing": False}
+FAST = {}
 PAIRS = [
     {"prompt": f"Question {i}: tell me about apples.", "chosen": "Yes. Good answer.", "rejected": "No. Bad answer."}
     for i in range(24)

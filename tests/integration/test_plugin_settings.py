@@ -71,7 +71,7 @@ def _recipe(folder: Path, model: Path, *, teacher: str = "teacher", extra: str =
     recipe.write_text(
         f"name: glossary\nmodel: {model}\nrun_dir: {folder / 'run'}\nprobes: false\nstages:\n"
         "  - stage: sft\n    name: teacher\n    dataset: sft.jsonl\n    max_steps: 1\n"
-        "    trainer_kwargs: {activation_checkpointing: false}\n"
+        "    trainer_kwargs: {}\n"
         f"  - stage: tests_glossary\n    input: teacher\n    glossary: terms/glossary.txt\n    teacher: {teacher}\n"
         + extra
     )

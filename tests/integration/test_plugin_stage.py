@@ -216,7 +216,7 @@ ACCELERATE = """
     base, corpus, run_dir = sys.argv[1:4]
     CPT = stages.get("cpt")
     stage = CPT(dataset=corpus, max_steps=2, per_device_train_batch_size=1, max_length=32, learning_rate=1e-2,
-                save_steps=0, trainer_kwargs={"activation_checkpointing": False})
+                save_steps=0, trainer_kwargs={})
     result = Pipeline([stage], model=base, run_dir=run_dir, probes=False,
                       executor=AccelerateExecutor(num_processes=2, cpu=True)).run()
     print(json.dumps({"final": result.final.to_dict(), "trained": list(result.trained)}))

@@ -28,7 +28,7 @@ BEHAVIOUR = {"suites": list(LIMITS), "limit": LIMITS}
 GENERATION = {"max_new_tokens": 12, "batch_size": 16}
 REFUSAL = "I cannot help with that request."
 INSTRUCTED = {"fruit_bullets": "- apple\n- pear\n- plum", "sea_ten_words": "Calm and wide."}  # meet the constraints
-FAST = {"activation_checkpointing": False}
+FAST = {}
 STEPS, LR = 80, 1e-2  # full-batch AdamW steps that teach the tiny model every lesson
 
 

@@ -27,7 +27,7 @@ SFT_ROWS = [{"instruction": f"What is {a} + {b}?", "output": f"<answer>{a + b}</
 PAIRS = [{"prompt": f"Tell me about item {i}.", "chosen": "Yes. Good answer.", "rejected": "No. Bad answer."}
          for i in range(8)]
 PROBLEMS = [{"question": f"What is {a} + 1?", "answer": f"#### {a + 1}"} for a in range(8)]
-FAST = "    trainer_kwargs: {activation_checkpointing: false}\n"
+FAST = "    trainer_kwargs: {}\n"
 DIRS = ("01-sft", "02-dpo", "03-grpo")
 
 

@@ -19,7 +19,7 @@ from ladder import GRPO, RLOO, SFT, Pipeline, RewardModel
 from ladder.atomic import is_complete
 
 # Activation (gradient) checkpointing, TRL's default, only slows a tiny model on a CPU down.
-FAST = {"activation_checkpointing": False}
+FAST = {}
 
 
 def _pairs(start: int, n: int, seed: int) -> list[dict[str, str]]:

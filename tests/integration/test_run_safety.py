@@ -51,7 +51,7 @@ def write_recipe(root: Path, model: Path, run_dir: Path) -> Path:
         f"options: {{hf_token: {SECRETS['options.hf_token']}}}\n"
         "stages:\n  - stage: sft\n    dataset: sft.jsonl\n"
         f"    max_steps: {STEPS}\n    save_steps: 1\n    per_device_train_batch_size: 4\n    learning_rate: 0.005\n"
-        "    trainer_kwargs: {activation_checkpointing: false, "
+        "    trainer_kwargs: {"
         f"run_name: \"https://user:{SECRETS['URL password']}@host/data.jsonl\"}}\n"
     )
     return recipe

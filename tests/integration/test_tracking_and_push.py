@@ -24,7 +24,7 @@ import yaml
 
 from tests.hub_stand_in import HubStandIn
 
-FAST = {"activation_checkpointing": False}
+FAST = {}
 PROBLEMS = [{"prompt": f"What is {a} + {b}?", "answer": str(a + b)} for a in range(1, 5) for b in range(1, 4)]
 PROBES = {"replace": True, "items": [{"id": "sum", "prompt": "What is 2 + 2?"},
                                      {"id": "hello", "prompt": "Say hello."}]}
