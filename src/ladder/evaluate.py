@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from ladder.errors import DataError, RewardError
-from ladder.generation import GenerationSettings, as_messages, chat_text, encode_text, generate, stop_token_ids
+from ladder.generation import GenerationSettings, answer, as_messages, chat_text, encode_text, stop_token_ids
 from ladder.scoring import response_logprobs, scoring, tokenize_pair
 
 if TYPE_CHECKING:
@@ -351,7 +351,7 @@ def verifiable_accuracy(
     settings = attrs.evolve(settings or GenerationSettings(), temperature=0.0)
     prompts = [row["prompt"] for row in problems]
     answers = [row["answer"] for row in problems]
-    gens = generate(model, tokenizer, prompts, settings)
+    gens = answer(model, tokenizer, prompts, settings)
     completions = [g.text for g in gens]
     result: dict[str, Any] = {}
     for key, name in (("exact_match", "exact_match"), ("format_rate", "tag_format")):

@@ -47,6 +47,7 @@ __all__ = [
     "GenerationSettings",
     "Generator",
     "TransformersGenerator",
+    "answer",
     "as_messages",
     "chat_text",
     "encode_text",
@@ -244,6 +245,20 @@ def _inference_state(model: Any, seed: int | None) -> Iterator[None]:
     finally:
         inner.generation_config = saved_config
         model.train(was_training)
+
+
+def answer(
+    model: PreTrainedModel | Generator,
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: Sequence[Conversation],
+    settings: GenerationSettings | None = None,
+) -> list[Generation]:
+    """Answer each conversation with a loaded transformers model (:func:`generate`), or with a
+    :class:`Generator` such as ladder's vLLM backend (which renders prompts with its own tokenizer,
+    the same checkpoint's). What probes, behaviour suites and verifiable problems call."""
+    if isinstance(model, Generator):
+        return model.generate(conversations, settings)
+    return generate(model, tokenizer, conversations, settings)
 
 
 def generate(

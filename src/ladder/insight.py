@@ -63,8 +63,10 @@ def observe(
     Loads the model once, answers the probes (written to ``out_dir/probes.jsonl``, one JSON row
     per probe, see :func:`ladder.probes.run_probes`), runs the behaviour suites (one row per
     item in ``out_dir/behaviour.jsonl``, see :mod:`ladder.evals`) and the evaluations.
-    Generation uses the transformers backend on that one loaded model: the same weights then
-    serve probes, log-prob scoring and every answer, and nothing is loaded twice.
+    Answers come from ladder's vLLM backend where ``settings.backend`` picks it (``auto``: where
+    vLLM can run, a GPU or vLLM's CPU build), else from the transformers model that also scores
+    log-probs; with vLLM that model is loaded after the engine is closed, only when preference
+    pairs need scoring.
 
     A reward checkpoint (``kind="reward"``) answers no probes and has no behaviour; its
     preference evaluation uses its scalar score (:func:`ladder.evaluate.reward_model_accuracy`).
@@ -97,9 +99,8 @@ def observe(
         (see :func:`ladder.evals.find_regressions`), ``[]`` when none is.
     """
     from ladder.evals import resolve_behaviour
-    from ladder.evaluate import check_pairs, check_problems, reward_model_accuracy, verifiable_accuracy
-    from ladder.metrics import behaviour
-    from ladder.probes import DEFAULT_PROBES, run_probes
+    from ladder.evaluate import check_pairs, check_problems, reward_model_accuracy
+    from ladder.probes import DEFAULT_PROBES
     from ladder.training.models import inference_dtype, load_model, load_tokenizer
 
     if not isinstance(checkpoint, Checkpoint):
@@ -125,43 +126,102 @@ def observe(
     check_problems(evals.get("verifiable") or ())
     started = time.monotonic()
     tokenizer = load_tokenizer(checkpoint, options)
-    model = load_model(checkpoint, options, kind=checkpoint.kind, dtype=inference_dtype(settings.precision))
-    dtype = str(next(model.parameters()).dtype)
     run: BehaviourRun | None = None
-    try:
-        if checkpoint.kind == "reward":
-            if evals.get("preference"):
-                result["eval"]["preference"] = reward_model_accuracy(model, tokenizer, evals["preference"])
-        else:
-            if probes:
-                rows = run_probes(model, tokenizer, probes, settings)
-                atomic_write_text(out_dir / PROBES_FILE, _jsonl(rows))
-                gens = [
-                    Generation(r["answer"], r["num_tokens"], r["stopped"], r["finish_reason"]) for r in rows
-                ]
-                result["behaviour"] = behaviour(gens)
-            if run_suites:
-                run = _behaviour_run(checkpoint, suites, settings, dtype, model, tokenizer)
-                atomic_write_text(out_dir / BEHAVIOUR_FILE, _jsonl(run.rows))
-                result["behaviour"].update(run.metrics)
-            if evals.get("preference"):
-                result["eval"]["preference"] = _preference(
-                    model, tokenizer, evals["preference"], checkpoint, reference, options, settings
-                )
-            if evals.get("verifiable"):
-                result["eval"]["verifiable"] = verifiable_accuracy(
-                    model, tokenizer, evals["verifiable"], settings
-                )
-    finally:
-        # The pipeline goes on to train the next stage in this process: give the memory back.
-        del model
-        _release_memory()
+    generates = checkpoint.kind != "reward" and (bool(probes) or run_suites or bool(evals.get("verifiable")))
+    engine = _vllm_engine(checkpoint, options, settings) if generates else None
+    if engine is not None:
+        # vLLM answers; the transformers model is loaded afterwards, only for log-prob scoring,
+        # so the two never hold the device's memory at once.
+        dtype = f"vllm:{engine.llm.llm_engine.model_config.dtype}"
+        try:
+            run = _answer(engine, tokenizer, checkpoint, probes, suites, run_suites, evals, settings, dtype,
+                          out_dir, result)
+        finally:
+            engine.close()
+            _release_memory()
+    if engine is None or evals.get("preference"):
+        model = load_model(checkpoint, options, kind=checkpoint.kind, dtype=inference_dtype(settings.precision))
+        try:
+            if engine is None:
+                dtype = str(next(model.parameters()).dtype)
+            if checkpoint.kind == "reward":
+                if evals.get("preference"):
+                    result["eval"]["preference"] = reward_model_accuracy(model, tokenizer, evals["preference"])
+            else:
+                if engine is None:
+                    run = _answer(model, tokenizer, checkpoint, probes, suites, run_suites, evals, settings, dtype,
+                                  out_dir, result)
+                if evals.get("preference"):
+                    result["eval"]["preference"] = _preference(
+                        model, tokenizer, evals["preference"], checkpoint, reference, options, settings
+                    )
+        finally:
+            # The pipeline goes on to train the next stage in this process: give the memory back.
+            del model
+            _release_memory()
     if run is not None and checkpoint.parent is not None:
         found = _regressions(checkpoint, run, suites, settings, options, dtype)
         if found is not None:
             result["regressions"] = found
     logger.debug("observed %s in %.1fs", checkpoint.stage, time.monotonic() - started)
     return result
+
+
+def _answer(
+    model: Any,
+    tokenizer: Any,
+    checkpoint: Checkpoint,
+    probes: Sequence[Probe],
+    suites: BehaviourConfig,
+    run_suites: bool,
+    evals: Mapping[str, Any],
+    settings: GenerationSettings,
+    dtype: str,
+    out_dir: Path,
+    result: dict[str, Any],
+) -> BehaviourRun | None:
+    """Everything of an observation that generates (probes, suites, verifiable problems), with a
+    loaded transformers model or a vLLM generator; fills ``result`` and returns the suites' run."""
+    from ladder.evaluate import verifiable_accuracy
+    from ladder.metrics import behaviour
+    from ladder.probes import run_probes
+
+    run = None
+    if probes:
+        rows = run_probes(model, tokenizer, probes, settings)
+        atomic_write_text(out_dir / PROBES_FILE, _jsonl(rows))
+        gens = [Generation(r["answer"], r["num_tokens"], r["stopped"], r["finish_reason"]) for r in rows]
+        result["behaviour"] = behaviour(gens)
+    if run_suites:
+        run = _behaviour_run(checkpoint, suites, settings, dtype, model, tokenizer)
+        atomic_write_text(out_dir / BEHAVIOUR_FILE, _jsonl(run.rows))
+        result["behaviour"].update(run.metrics)
+    if evals.get("verifiable"):
+        result["eval"]["verifiable"] = verifiable_accuracy(model, tokenizer, evals["verifiable"], settings)
+    return run
+
+
+def _vllm_engine(checkpoint: Checkpoint, options: Mapping[str, Any] | None, settings: GenerationSettings) -> Any:
+    """ladder's vLLM backend for an observation's answers where ``generation.backend`` picks it
+    (``auto``: where vLLM can run, :mod:`ladder.vllm_support`), else ``None`` (transformers).
+
+    A chain of adapters (``merge: final``) has no weights at a path for vLLM to load. An engine
+    that fails to start (memory, a model vLLM does not support) is logged and transformers answers.
+    """
+    if settings.backend == "transformers" or checkpoint.adapters:
+        return None
+    from ladder.generators import resolve_backend
+
+    if resolve_backend(settings.backend) != "vllm":
+        return None
+    from ladder.vllm_generation import VLLMGenerator
+
+    try:
+        return VLLMGenerator(checkpoint, options, settings)
+    except (LadderError, ImportError, OSError, RuntimeError, ValueError) as exc:
+        logger.warning("vLLM could not start for %s (%s: %s); answering with transformers", checkpoint.stage,
+                       type(exc).__name__, exc)
+        return None
 
 
 # Each checkpoint's answers to the behaviour suites, so that a stage is compared with its input
@@ -222,6 +282,14 @@ def _regressions(
     if parent is None or parent.kind != "policy":
         return None
     before = _RUNS.get(_run_key(parent, suites, settings, dtype)) if parent.fingerprint else None
+    if before is None and dtype.startswith("vllm:"):  # the parent answers through vLLM too
+        engine = _vllm_engine(parent, options, settings)
+        if engine is not None:
+            try:
+                before = _behaviour_run(parent, suites, settings, dtype, engine, engine.tokenizer)
+            finally:
+                engine.close()
+                _release_memory()
     if before is None:
         try:
             tokenizer = load_tokenizer(parent, options)

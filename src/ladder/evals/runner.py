@@ -87,14 +87,14 @@ def run_behaviour(
     """Answer and score the configured suites with one loaded model (greedy decoding).
 
     Args:
-        model: a causal LM.
+        model: a causal LM, or a :class:`~ladder.generation.Generator` (vLLM).
         tokenizer: its tokenizer (its chat template renders the prompts).
         config: which suites, how many items, which budget.
         settings: the run's generation settings; decoding is greedy whatever their
             temperature, ``max_new_tokens`` caps every suite's own budget and
             ``batch_size`` sets the batches.
     """
-    from ladder.generation import generate
+    from ladder.generation import answer
 
     planned = plan(config, settings.max_new_tokens)
     by_budget: dict[int, list[int]] = {}
@@ -103,7 +103,7 @@ def run_behaviour(
     answers: dict[int, Any] = {}
     for budget, indices in by_budget.items():
         decoding = attrs.evolve(settings, temperature=0.0, max_new_tokens=budget)
-        gens = generate(model, tokenizer, [planned[i][1]["prompt"] for i in indices], decoding)
+        gens = answer(model, tokenizer, [planned[i][1]["prompt"] for i in indices], decoding)
         answers.update(zip(indices, gens, strict=True))
 
     rows: list[dict[str, Any]] = []
