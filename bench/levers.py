@@ -1,7 +1,7 @@
 """Levers on the demo's speed, each measured side by side in one run (issue 14).
 
     python bench/levers.py omp        # OpenMP waiting: spin (libgomp's default) vs passive vs 1 thread
-    python bench/levers.py dropout    # LoRA dropout 0.05 vs 0 (PEFT's path without a dropout op)
+    python bench/levers.py dropout    # LoRA dropout 0.05 vs 0, fp32 vs bf16 autocast, sdpa vs eager attention
     python bench/levers.py genbatch   # observation answers in batches of 32 / 64 / 128
     python bench/levers.py merged     # generating with the LoRA adapter on vs merged into the weights
     python bench/levers.py memory     # CPU tensors in transparent huge pages (THP_MEM_ALLOC_ENABLE) or not
@@ -34,12 +34,15 @@ def _load(name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (DATA / name).read_text().splitlines() if line.strip()]
 
 
-def _model(lora: dict[str, Any] | None = None) -> tuple[Any, Any]:
+def _model(lora: dict[str, Any] | None = None, attn: str | None = None) -> tuple[Any, Any]:
+    from types import SimpleNamespace
+
     from ladder.demo.model import demo_model_path
     from ladder.training.models import load_model, load_tokenizer
 
     path = str(demo_model_path())
-    model, tokenizer = load_model(path), load_tokenizer(path)
+    model = load_model(path, settings=SimpleNamespace(attn_implementation=attn) if attn else None)
+    tokenizer = load_tokenizer(path)
     if lora is not None:
         from peft import LoraConfig, get_peft_model
 
@@ -62,9 +65,12 @@ def _sft_batch(tokenizer: Any, n: int = 8) -> dict[str, Any]:
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
 
 
-def _lora_step(model: Any, batch: dict[str, Any], optimizer: Any) -> float:
+def _lora_step(model: Any, batch: dict[str, Any], optimizer: Any, autocast: bool = False) -> float:
+    import torch
+
     start = time.perf_counter()
-    loss = model(**batch).loss
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):  # what `precision: bf16` trains under
+        loss = model(**batch).loss
     loss.backward()
     optimizer.step()
     optimizer.zero_grad()
@@ -178,23 +184,39 @@ def omp(rounds: int, variants: list[str] | None = None, table: dict[str, dict[st
 # ------------------------------------------------------------------------------------------- dropout
 
 
-def dropout(rounds: int) -> list[dict[str, Any]]:
+# name -> (LoRA dropout, attn_implementation, bf16 autocast)
+DROPOUT_VARIANTS = {
+    "dropout 0.05": (0.05, None, False),
+    "dropout 0": (0.0, None, False),
+    "dropout 0.05, bf16": (0.05, None, True),
+    "dropout 0, bf16": (0.0, None, True),
+    "dropout 0, bf16, eager": (0.0, "eager", True),
+}
+
+
+def dropout(rounds: int, variants: list[str] | None = None) -> list[dict[str, Any]]:
+    """LoRA steps on the demo's SFT batch: dropout 0.05 vs 0, fp32 vs bf16 autocast, sdpa vs eager attention.
+
+    bf16 variants are only meaningful where the CPU has native bf16 (``cpu_has_native_bf16``).
+    """
     import torch
 
     out = []
     models = {}
-    for p in (0.05, 0.0):
+    for name in variants or list(DROPOUT_VARIANTS):
+        p, attn, autocast = DROPOUT_VARIANTS[name]
         torch.manual_seed(0)
-        model, tokenizer = _model({"lora_dropout": p})
+        model, tokenizer = _model({"lora_dropout": p}, attn=attn)
         optimizer = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
-        models[p] = (model, optimizer)
+        models[name] = (model, optimizer, autocast)
     batch = _sft_batch(tokenizer)
-    for model, optimizer in models.values():
-        _lora_step(model, batch, optimizer)
+    for model, optimizer, autocast in models.values():
+        _lora_step(model, batch, optimizer, autocast)
     for r in range(rounds):
-        for p, (model, optimizer) in models.items():
+        for name, (model, optimizer, autocast) in models.items():
             load = _load_avg()
-            out.append({"round": r, "lora_dropout": p, "load": load, "lora_step_s": _lora_step(model, batch, optimizer)})
+            out.append({"round": r, "variant": name, "load": load,
+                        "lora_step_s": _lora_step(model, batch, optimizer, autocast)})
             print(json.dumps(out[-1]), flush=True)
     return out
 
@@ -270,7 +292,8 @@ def main() -> int:
     parser.add_argument("lever", choices=["omp", "memory", "malloc", "dropout", "genbatch", "merged"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", help="append the rows as JSON lines here")
-    parser.add_argument("--variant", action="append", help=f"omp: only these ({', '.join(OMP_VARIANTS)})")
+    parser.add_argument("--variant", action="append",
+                        help=f"only these: omp {', '.join(OMP_VARIANTS)}; dropout {', '.join(DROPOUT_VARIANTS)}")
     args = parser.parse_args()
     if args.lever == "omp":
         rows = omp(args.rounds, args.variant)
@@ -278,8 +301,10 @@ def main() -> int:
         rows = omp(args.rounds, args.variant, MEMORY_VARIANTS)
     elif args.lever == "malloc":
         rows = omp(args.rounds, args.variant, MALLOC_VARIANTS)
+    elif args.lever == "dropout":
+        rows = dropout(args.rounds, args.variant)
     else:
-        rows = {"dropout": dropout, "genbatch": genbatch, "merged": merged}[args.lever](args.rounds)
+        rows = {"genbatch": genbatch, "merged": merged}[args.lever](args.rounds)
     if args.lever in ("omp", "memory", "malloc"):
         print("median LoRA step s:", summary(rows, "variant", "lora_step_s"))
         print("median minor page faults:", summary(rows, "variant", "minor_page_faults"))
@@ -290,7 +315,7 @@ def main() -> int:
         first = next(iter(texts.values()))
         print("same answers as the first variant:", {k: v == first for k, v in texts.items()})
     elif args.lever == "dropout":
-        print("median LoRA step s:", summary(rows, "lora_dropout", "lora_step_s"))
+        print("median LoRA step s:", summary(rows, "variant", "lora_step_s"))
     elif args.lever == "genbatch":
         print("median s:", summary(rows, "batch_size", "s"))
     else:
