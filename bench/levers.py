@@ -6,6 +6,7 @@
     python bench/levers.py merged     # generating with the LoRA adapter on vs merged into the weights
     python bench/levers.py memory     # CPU tensors in transparent huge pages (THP_MEM_ALLOC_ENABLE) or not
     python bench/levers.py malloc     # glibc keeping freed memory (mmap/trim thresholds) or handing it back
+                                      # (--bf16: the LoRA step under bf16 autocast, as the demo trains)
 
 Every lever runs its variants in alternation (A B C A B C ...), so a change in the machine's load
 hits them alike; each line records the load average. The workloads are the demo's: its model
@@ -34,14 +35,17 @@ def _load(name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (DATA / name).read_text().splitlines() if line.strip()]
 
 
-def _model(lora: dict[str, Any] | None = None, attn: str | None = None) -> tuple[Any, Any]:
+def _model(lora: dict[str, Any] | None = None, attn: str | None = None, dtype: str | None = None) -> tuple[Any, Any]:
     from types import SimpleNamespace
+
+    import torch
 
     from ladder.demo.model import demo_model_path
     from ladder.training.models import load_model, load_tokenizer
 
     path = str(demo_model_path())
-    model = load_model(path, settings=SimpleNamespace(attn_implementation=attn) if attn else None)
+    model = load_model(path, settings=SimpleNamespace(attn_implementation=attn) if attn else None,
+                       dtype=getattr(torch, dtype) if dtype else None)
     tokenizer = load_tokenizer(path)
     if lora is not None:
         from peft import LoraConfig, get_peft_model
@@ -131,6 +135,10 @@ MEMORY_VARIANTS = {
 MALLOC_VARIANTS = {
     "default": {},
     "mmap 32 MiB, trim 1 GiB": {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)},
+    # no mmap at all: blocks above 32 MiB (the logits, the LM head's gradients) come from the heap too
+    "no mmap, trim 1 GiB": {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 30)},
+    # the same two settings made in-process with mallopt(), as ladder's command line does
+    "keep_freed_memory()": {"_LEVERS_KEEP_FREED_MEMORY": "1"},
 }
 
 
@@ -143,16 +151,21 @@ def _faults_and_system_cpu() -> tuple[int, float]:
 
 def omp_worker() -> None:
     """One variant's workload, in a fresh process (libgomp reads its settings when it loads)."""
+    if os.environ.get("_LEVERS_KEEP_FREED_MEMORY"):
+        from ladder.cpu_allocator import keep_freed_memory
+
+        assert keep_freed_memory()
     import torch
 
     torch.manual_seed(0)
     model, tokenizer = _model({"lora_dropout": 0.0})
     batch = _sft_batch(tokenizer)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    _lora_step(model, batch, optimizer)  # warm-up
+    autocast = bool(os.environ.get("_LEVERS_BF16"))  # the step as `precision: bf16` trains it
+    _lora_step(model, batch, optimizer, autocast)  # warm-up
     faults0, sys0 = _faults_and_system_cpu()
     cpu0, start = time.process_time(), time.perf_counter()
-    steps = [_lora_step(model, batch, optimizer) for _ in range(2)]
+    steps = [_lora_step(model, batch, optimizer, autocast) for _ in range(2)]
     train_cpu = time.process_time() - cpu0
     base = model.get_base_model()
     cpu0 = time.process_time()
@@ -166,13 +179,14 @@ def omp_worker() -> None:
 
 
 def omp(rounds: int, variants: list[str] | None = None, table: dict[str, dict[str, str]] = OMP_VARIANTS,
-        ) -> list[dict[str, Any]]:
+        bf16: bool = False) -> list[dict[str, Any]]:
     out = []
     for r in range(rounds):
         for name, env in table.items():
             if variants and name not in variants:
                 continue
             load = _load_avg()
+            env = {**env, "_LEVERS_BF16": "1"} if bf16 else env
             proc = subprocess.run([sys.executable, __file__, "_omp_worker"], env={**os.environ, **env},
                                   capture_output=True, text=True, check=True)
             result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -184,13 +198,16 @@ def omp(rounds: int, variants: list[str] | None = None, table: dict[str, dict[st
 # ------------------------------------------------------------------------------------------- dropout
 
 
-# name -> (LoRA dropout, attn_implementation, bf16 autocast)
+# name -> (LoRA dropout, attn_implementation, bf16 autocast, the frozen base's dtype)
 DROPOUT_VARIANTS = {
-    "dropout 0.05": (0.05, None, False),
-    "dropout 0": (0.0, None, False),
-    "dropout 0.05, bf16": (0.05, None, True),
-    "dropout 0, bf16": (0.0, None, True),
-    "dropout 0, bf16, eager": (0.0, "eager", True),
+    "dropout 0.05": (0.05, None, False, None),
+    "dropout 0": (0.0, None, False, None),
+    "dropout 0.05, bf16": (0.05, None, True, None),
+    "dropout 0, bf16": (0.0, None, True, None),
+    "dropout 0, bf16, eager": (0.0, "eager", True, None),
+    # the frozen base in bf16 (PEFT keeps the adapter in float32): autocast no longer casts 135M
+    # weights to bf16 on every forward, as a GPU run (bf16 weights) trains
+    "dropout 0, bf16, eager, bf16 base": (0.0, "eager", True, "bfloat16"),
 }
 
 
@@ -204,9 +221,9 @@ def dropout(rounds: int, variants: list[str] | None = None) -> list[dict[str, An
     out = []
     models = {}
     for name in variants or list(DROPOUT_VARIANTS):
-        p, attn, autocast = DROPOUT_VARIANTS[name]
+        p, attn, autocast, dtype = DROPOUT_VARIANTS[name]
         torch.manual_seed(0)
-        model, tokenizer = _model({"lora_dropout": p}, attn=attn)
+        model, tokenizer = _model({"lora_dropout": p}, attn=attn, dtype=dtype)
         optimizer = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
         models[name] = (model, optimizer, autocast)
     batch = _sft_batch(tokenizer)
@@ -294,14 +311,20 @@ def main() -> int:
     parser.add_argument("--out", help="append the rows as JSON lines here")
     parser.add_argument("--variant", action="append",
                         help=f"only these: omp {', '.join(OMP_VARIANTS)}; dropout {', '.join(DROPOUT_VARIANTS)}")
+    parser.add_argument("--bf16", action="store_true",
+                        help="omp, memory, malloc: the LoRA step under bf16 autocast, as `precision: bf16` trains "
+                             "(where the CPU has native bf16)")
     args = parser.parse_args()
     if args.lever == "omp":
-        rows = omp(args.rounds, args.variant)
+        rows = omp(args.rounds, args.variant, bf16=args.bf16)
     elif args.lever == "memory":
-        rows = omp(args.rounds, args.variant, MEMORY_VARIANTS)
+        rows = omp(args.rounds, args.variant, MEMORY_VARIANTS, bf16=args.bf16)
     elif args.lever == "malloc":
-        rows = omp(args.rounds, args.variant, MALLOC_VARIANTS)
+        rows = omp(args.rounds, args.variant, MALLOC_VARIANTS, bf16=args.bf16)
     elif args.lever == "dropout":
+        from ladder.cpu_allocator import keep_freed_memory
+
+        keep_freed_memory()  # as ladder's command line does
         rows = dropout(args.rounds, args.variant)
     else:
         rows = {"genbatch": genbatch, "merged": merged}[args.lever](args.rounds)

@@ -323,6 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     cpu_thread_defaults()
     _setup_logging(args.verbose, args.debug)
+    from ladder.cpu_allocator import keep_freed_memory
+
+    keep_freed_memory()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM during `ladder run` (ladder.runlock.Interrupted)
