@@ -15,13 +15,13 @@ from ladder.training.rl import rollouts
 FAST = {}
 
 
-def _peft_model(tiny_model: Path, *, dropout: float = 0.0):
+def _peft_model(tiny_model: Path, *, dropout: float = 0.0, dtype: str = "float32"):
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=getattr(torch, dtype))
     model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=dropout))
     with torch.no_grad():  # a trained adapter: B starts at zero, which would merge to nothing
         for name, p in model.named_parameters():
@@ -59,6 +59,28 @@ def test_merged_generation_samples_what_the_adapter_on_model_samples(tiny_model:
     assert rollouts.mergeable(model) is None  # unmerged again
     for name, weight in _base_weights(model).items():
         assert torch.allclose(weight, before[name], rtol=0, atol=1e-6), name
+
+
+def test_a_bf16_base_comes_back_bit_for_bit(tiny_model: Path) -> None:
+    # bf16 weights (a GPU's, or a CPU LoRA's under precision bf16) do not survive merge + unmerge:
+    # W + BA - BA rounds twice to an 8-bit mantissa. adapter_merged copies them back exactly.
+    import torch
+
+    lossy = _peft_model(tiny_model, dtype="bfloat16")
+    before = _base_weights(lossy)
+    with torch.no_grad():  # PEFT's own round trip, what adapter_merged must not leave behind
+        lossy.merge_adapter()
+        lossy.unmerge_adapter()
+    assert any(not torch.equal(w, before[n]) for n, w in _base_weights(lossy).items())
+
+    model = _peft_model(tiny_model, dtype="bfloat16")
+    assert all(torch.equal(w, before[n]) for n, w in _base_weights(model).items())
+    for _ in range(3):
+        with rollouts.adapter_merged(model):
+            assert any(not torch.equal(w, before[n]) for n, w in _base_weights(model).items())  # merged
+    for name, w in _base_weights(model).items():
+        assert torch.equal(w, before[name]), name
+    assert rollouts.mergeable(model) is None
 
 
 def test_what_cannot_be_merged_is_named(tiny_model: Path) -> None:

@@ -190,10 +190,11 @@ def digit_share(completions: Any, **kwargs: Any) -> list[float]:
     return [sum(ch.isdigit() for ch in t) / max(1, len(t)) for t in texts]
 
 
-def _ladder(case: str, models: Any, run_dir: Path) -> Any:
+def _ladder(case: str, models: Any, run_dir: Path, **settings: Any) -> Any:
     _, family, _, chat_template, *_ = ALL[case]
     rewards.register("digit_share", digit_share, replace=True)
-    common = {"learning_rate": 5e-3, "save_steps": 0, "lora": LORA.get(family, {}), "trainer_kwargs": FAST}
+    common = {"learning_rate": 5e-3, "save_steps": 0, "lora": LORA.get(family, {}), "trainer_kwargs": FAST,
+              **settings}
     sft_settings = {"chat_template": chat_template} if chat_template else {}
     stages = [
         SFT(dataset=SFT_ROWS, max_steps=2, per_device_train_batch_size=4, **sft_settings, **common),
@@ -258,6 +259,47 @@ def test_the_ladder_on_a_base_model_given_chatml(models: Any, tmp_path: Path) ->
     with torch.no_grad():
         want = with_adapter(**inputs).logits
         got = merged(**inputs).logits
+    assert (want - got).abs().max().item() < 1e-4
+
+
+def test_added_chat_tokens_train_and_publish_in_fp32_on_a_bf16_base(
+        models: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``precision: bf16`` on a CPU with native bf16 (the hardware probe is the boundary) trains
+    each LoRA on a bf16 copy of the base. What PEFT trains whole beside it (here the added chat
+    tokens' embeddings) is cast to float32 for training, and publication merges into the float32
+    input weights, resized for the added tokens."""
+    import torch
+    from safetensors.torch import load_file
+
+    from ladder.training import models as model_loading
+
+    monkeypatch.setattr(model_loading, "cpu_has_native_bf16", lambda: True)
+    case = "llama-3-base+chatml"
+    result = _ladder(case, models, tmp_path / "run", precision="bf16")
+    _check_ladder(case, result)
+    for name in ("sft", "dpo", "grpo"):
+        ckpt = result.checkpoints[name]
+        metrics = json.loads((Path(ckpt.path).parent / "metrics.json").read_text())
+        assert metrics["stage_metrics"]["trained_on_dtype"] == "bfloat16", name
+        merged = load_file(str(Path(ckpt.path) / "model.safetensors"))
+        assert {t.dtype for t in merged.values()} == {torch.float32}, name
+    sft = result.checkpoints["sft"]
+    saved = load_file(str(Path(sft.adapter_path) / "adapter_model.safetensors"))
+    whole = {k: t.dtype for k, t in saved.items() if "modules_to_save" in k}
+    assert whole and set(whole.values()) == {torch.float32}, whole
+    # The published SFT model is the float32 base (resized) with the adapter loaded from disk.
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(sft.path)
+    base = AutoModelForCausalLM.from_pretrained(models(case), dtype=torch.float32)
+    base.resize_token_embeddings(len(tok))
+    with_adapter = PeftModel.from_pretrained(base, str(sft.adapter_path))
+    inputs = tok(tok.apply_chat_template(SFT_ROWS[0]["messages"], tokenize=False), return_tensors="pt",
+                 add_special_tokens=False)
+    with torch.no_grad():
+        want = with_adapter(**inputs).logits
+        got = AutoModelForCausalLM.from_pretrained(sft.path)(**inputs).logits
     assert (want - got).abs().max().item() < 1e-4
 
 

@@ -184,6 +184,40 @@ def test_malformed_row_fails_before_training(tiny_model: Path, tmp_path: Path, r
         sft_row_to_messages(row, str(data), 3)
 
 
+def test_a_bf16_lora_on_cpu_trains_a_bf16_base_and_publishes_fp32(
+        tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the CPU has native bf16 (the hardware probe is the boundary, taken as on such a
+    machine), a LoRA under ``precision: bf16`` trains on a bf16 copy of the base, and publication
+    merges its float32 adapter into the float32 input weights, verified at fp32 tolerance."""
+    import torch
+
+    from ladder.training import models
+
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
+    loaded: list[torch.dtype] = []
+    original = models.load_model
+
+    def watching(*args, **kwargs):  # records what the stage asked for, loads it for real
+        model = original(*args, **kwargs)
+        loaded.append(models.base_weights_dtype(model))
+        return model
+
+    monkeypatch.setattr(models, "load_model", watching)
+    result = Pipeline(
+        [SFT(dataset=ROWS, max_steps=4, learning_rate=5e-3, per_device_train_batch_size=4, precision="bf16")],
+        model=tiny_model,
+        run_dir=tmp_path / "run",
+        probes=False,
+    ).run()
+    assert loaded[:2] == [torch.bfloat16, torch.float32]  # the training copy, then the merge's input
+    metrics = json.loads((result.run_dir / "01-sft" / "metrics.json").read_text())
+    assert metrics["train"]["loss_last"] < metrics["train"]["loss_first"]
+    assert metrics["stage_metrics"]["merge_max_abs_diff"] < 1e-3
+    assert metrics["stage_metrics"]["trained_on_dtype"] == "bfloat16"
+    weights = _weights(result.run_dir / "01-sft" / "model")
+    assert {t.dtype for t in weights.values()} == {torch.float32}
+
+
 def test_bf16_on_cpu_trains_and_the_merge_verifies_in_fp32(tiny_model: Path, tmp_path: Path) -> None:
     """``precision: bf16`` on a CPU: the Trainer autocasts (where the CPU has native bf16), and
     the trained model's autocast wrapper is taken off before the merge is verified, so the

@@ -77,8 +77,12 @@ def fit(trainer: Any, ctx: StageContext, checkpoint: Checkpoint, *, kind: str = 
         :class:`Fitted` on the main process (and in a single process); ``None`` on the others,
         which then return at once (their result is discarded).
     """
+    from ladder.training.models import float32_trainable
+
     trainer.add_callback(log_callback(ctx))
     quiet_trainer(trainer)
+    if cast := float32_trainable(trainer.model):  # before the Trainer builds its optimizer
+        logger.info("%d trainable parameters of the bf16 base cast to float32 for training", cast)
     resume = last_complete_trainer_checkpoint(ctx.trainer_dir)
     if resume is not None:
         logger.info("resuming %s from %s", ctx.stage_name or "the stage", resume)

@@ -21,6 +21,9 @@ __all__ = [
     "precision",
     "cpu_has_native_bf16",
     "inference_dtype",
+    "frozen_base_dtype",
+    "base_weights_dtype",
+    "float32_trainable",
     "default_dtype",
     "load_tokenizer",
     "load_model",
@@ -62,8 +65,9 @@ def precision(requested: str | None = "auto", device: str | None = None) -> dict
 
     TRL defaults to ``bf16=True``, which fails on CPU. ``"auto"`` picks bf16 on GPUs that
     support it, fp16 on older GPUs, and full fp32 on CPU (the same numbers on every CPU).
-    ``"bf16"`` on a CPU trains under bf16 autocast from float32 weights (~1.5x faster where the
-    CPU has native bf16 units, :func:`cpu_has_native_bf16`); on a CPU without them bf16 would be
+    ``"bf16"`` on a CPU trains under bf16 autocast (~1.5x faster where the CPU has native bf16
+    units, :func:`cpu_has_native_bf16`; a LoRA's frozen base in bf16, :func:`frozen_base_dtype`,
+    full fine-tuning from float32 master weights); on a CPU without them bf16 would be
     emulated and slower than fp32, and memory is rarely what limits CPU training, so ladder
     warns and trains in fp32 there. ``"fp16"`` needs a GPU.
     """
@@ -95,8 +99,8 @@ def default_dtype(device: str | None = None) -> torch.dtype:
     """The dtype :func:`load_model` loads weights in on ``device`` unless told otherwise.
 
     bfloat16 on GPUs that support it, float16 on older GPUs, float32 on CPUs, for training and
-    inference alike. On a CPU, ``precision: bf16`` training autocasts from these float32 master
-    weights; inference stays float32 although bf16 weights would generate faster, because bf16
+    inference alike. On a CPU, ``precision: bf16`` training autocasts (a LoRA's frozen base loads
+    in bf16 there, :func:`frozen_base_dtype`); inference stays float32 although bf16 weights would generate faster, because bf16
     greedy answers depend on how prompts are batched (rounding breaks near-ties differently with
     different padding), and a probe must read the same whatever else is asked with it. A run
     that prefers speed asks for ``generation: {precision: bf16}`` (:func:`inference_dtype`).
@@ -108,6 +112,53 @@ def default_dtype(device: str | None = None) -> torch.dtype:
         return torch.float32
     flags = precision("auto", device)
     return torch.bfloat16 if flags["bf16"] else torch.float16 if flags["fp16"] else torch.float32
+
+
+def frozen_base_dtype(settings: Any, device: str | None = None) -> torch.dtype | None:
+    """The dtype a LoRA stage loads its frozen base weights in, where it differs from :func:`default_dtype`.
+
+    On a CPU with native bf16 (:func:`cpu_has_native_bf16`), a LoRA stage with ``precision: bf16``
+    loads its base in bfloat16, as a GPU run does: autocast would round every float32 base weight
+    to bf16 for its matmuls anyway, and casting the 135M weights of the demo's model on every
+    forward was 14% of a step. PEFT keeps the adapter itself in float32 (its master weights), and
+    publication merges the adapter into the float32 input weights
+    (:func:`ladder.training.publish.publish_checkpoint`), so published checkpoints keep full
+    precision. ``None`` everywhere else: full fine-tuning keeps float32 master weights, QLoRA
+    quantizes, and fp32 or ``auto`` means float32 on a CPU.
+    """
+    device = (device or device_name()).split(":")[0]
+    if (device != "cpu" or getattr(settings, "finetuning", "lora") != "lora"
+            or str(getattr(settings, "precision", "auto")).lower() != "bf16" or not cpu_has_native_bf16()):
+        return None
+    import torch
+
+    return torch.bfloat16
+
+
+def float32_trainable(model: Any) -> int:
+    """Cast ``model``'s trainable 16-bit parameters on a CPU to float32 (their master weights).
+
+    Under :func:`frozen_base_dtype` the base is bf16, and so are the copies PEFT trains whole beside
+    the LoRA (``modules_to_save``: a reward model's head, chat tokens' embeddings), which AdamW
+    would otherwise update in bf16 (LLaMA-Factory upcasts trainable parameters the same way).
+    PEFT already keeps LoRA weights in float32. Returns how many parameters were cast.
+    """
+    import torch
+
+    cast = 0
+    for param in model.parameters():
+        if param.requires_grad and param.device.type == "cpu" and param.dtype in (torch.bfloat16, torch.float16):
+            param.data = param.data.float()
+            cast += 1
+    return cast
+
+
+def base_weights_dtype(model: Any) -> torch.dtype:
+    """The dtype of ``model``'s base weights: its first frozen floating-point parameter's (a
+    LoRA's base), or, where everything trains, its first parameter's."""
+    params = list(model.parameters())
+    frozen = [p for p in params if not p.requires_grad and p.dtype.is_floating_point]
+    return (frozen or params)[0].dtype
 
 
 def inference_dtype(precision: str = "auto", device: str | None = None) -> torch.dtype:

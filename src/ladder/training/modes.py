@@ -181,12 +181,15 @@ def load_training_model(checkpoint: Checkpoint, ctx: Any, settings: Any, *, kind
 
     First checks what the settings need of this machine (a GPU for QLoRA, Liger or FlashAttention;
     their packages) and raises the first unmet need (:func:`require_machine`).
+    A LoRA on a CPU with native bf16 under ``precision: bf16`` loads its frozen base in bf16
+    (:func:`~ladder.training.models.frozen_base_dtype`).
     Under ``finetuning: full`` or ``qlora``, or with ``on_disk`` (vLLM rollouts load the model's
     path), a chain-of-adapters input is merged to disk first (:func:`merged_input`).
     """
-    from ladder.training.models import load_model
+    from ladder.training.models import frozen_base_dtype, load_model
 
     require_machine(settings)
     if on_disk or getattr(settings, "finetuning", "lora") in ("full", "qlora"):
         checkpoint = merged_input(checkpoint, ctx)
-    return load_model(checkpoint, ctx.options, kind=kind, num_labels=num_labels, settings=settings)
+    return load_model(checkpoint, ctx.options, kind=kind, num_labels=num_labels, settings=settings,
+                      dtype=frozen_base_dtype(settings))

@@ -143,24 +143,40 @@ def _merge(model: Any, tokenizer: Any, ctx: StageContext, parent: Checkpoint, ad
            texts: list[str], kind: str, metrics: dict[str, Any]) -> Any:
     """The adapter merged into the input weights and verified (``metrics`` gets the checks)."""
     from ladder.training.lora import drop_autocast_wrapper, max_logit_diff, merge_and_verify
-    from ladder.training.models import is_quantized, load_model
+    from ladder.training.models import base_weights_dtype, default_dtype, is_quantized, load_model
 
-    if not is_quantized(model):
+    quantized = is_quantized(model)
+    trained_in = base_weights_dtype(model)
+    # the dtype the input loads in everywhere else (float32 on a CPU)
+    full = default_dtype(str(model.get_input_embeddings().weight.device.type))
+    if not quantized and trained_in == full:
         merged, metrics["merge_max_abs_diff"] = merge_and_verify(model, tokenizer, texts)
         return merged
     # QLoRA: merging into 4-bit weights would round the merge to 4 bits. As TRL's, Axolotl's and
     # LLaMA-Factory's merge scripts do, the adapter goes onto the 16-bit input weights instead.
+    # A LoRA trained on a bf16 copy of a CPU's float32 base (`frozen_base_dtype`) likewise goes
+    # onto the float32 input weights: merged into bf16 ones, updates below bf16's rounding step
+    # would be lost.
     from peft import PeftModel
 
     drop_autocast_wrapper(model)
     base = load_model(parent, ctx.options, kind=kind)
+    rows = model.get_input_embeddings().weight.shape[0]
+    if base.get_input_embeddings().weight.shape[0] != rows:  # chat tokens added for training
+        # their embeddings are trained whole (modules_to_save) and come with the adapter
+        base.resize_token_embeddings(rows, mean_resizing=False)
     if kind == "reward":
         base.config.pad_token_id = tokenizer.pad_token_id
     merged, metrics["merge_max_abs_diff"] = merge_and_verify(PeftModel.from_pretrained(base, str(adapter_dir)),
                                                              tokenizer, texts)
-    metrics["quantization_max_abs_diff"] = max_logit_diff(model, merged, tokenizer, texts)
-    logger.info("QLoRA adapter merged onto the 16-bit weights; 4-bit vs 16-bit max |logit diff| %.3g",
-                metrics["quantization_max_abs_diff"])
+    if quantized:
+        metrics["quantization_max_abs_diff"] = max_logit_diff(model, merged, tokenizer, texts)
+        logger.info("QLoRA adapter merged onto the 16-bit weights; 4-bit vs 16-bit max |logit diff| %.3g",
+                    metrics["quantization_max_abs_diff"])
+    else:  # the bf16 training copy mixes dtypes (float32 adapter and whole-trained copies): autocast only
+        logger.info("adapter trained on a %s copy of the base merged onto the %s input weights",
+                    str(trained_in).removeprefix("torch."), str(base_weights_dtype(merged)).removeprefix("torch."))
+        metrics["trained_on_dtype"] = str(trained_in).removeprefix("torch.")
     return merged
 
 

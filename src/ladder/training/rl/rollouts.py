@@ -10,7 +10,8 @@ same samples). So around each generation the adapter is merged into the base wei
 ``merge_adapter``) and unmerged after (``unmerge_adapter``), the way TRL itself merges before it
 syncs weights into vLLM. The policy sampled from is the same function without the adapter's
 dropout, which has no business in sampling anyway. Unmerging subtracts the same delta it added,
-so a base weight comes back equal up to one float rounding per merge (relative 1e-7 in fp32).
+so a float32 base weight comes back equal up to one float rounding per merge (relative 1e-7);
+a 16-bit one is copied before the merge and restored exactly (:func:`adapter_merged`).
 
 It is skipped where a merge would be wrong or lossy: vLLM generation (its own weights), DeepSpeed
 or FSDP (sharded parameters), a quantized base layer, a model that is not a PEFT model, or one
@@ -55,13 +56,22 @@ def adapter_merged(model: Any) -> Iterator[Any]:
     """``model`` (a PEFT model) with its active adapters merged for the duration, without gradients."""
     import torch
 
+    # Unmerging a 16-bit weight (a GPU's bf16 base, or a CPU's under `precision: bf16`) does not
+    # restore it: each merge and unmerge rounds W + BA and W to bf16's 8-bit mantissa, and over a
+    # run's thousands of rollouts the base would drift. Such weights are copied before the merge and
+    # copied back after, exactly (a copy of the targeted weights, in their 16-bit dtype, for the
+    # duration). float32 weights unmerge to within one float32 rounding and need no copy.
     with torch.no_grad():
+        kept = [(layer.base_layer.weight, layer.base_layer.weight.detach().clone())
+                for layer in _lora_layers(model) if layer.base_layer.weight.dtype.itemsize < 4]
         model.merge_adapter()
     try:
         yield model
     finally:
         with torch.no_grad():
             model.unmerge_adapter()
+            for weight, original in kept:
+                weight.copy_(original)
 
 
 def install(trainer: Any) -> bool:
