@@ -13,12 +13,13 @@ observation, each stage and the report, and for the whole run:
   of this machine's matmul rate, measured in the same process before and after the run (fp32,
   and bf16 where the CPU has native bf16).
 
-``--precision fp32`` forces fp32 training in every stage: a CPU with native bf16 measured the way
-a CPU without it runs (observation models load in fp32 on CPUs anyway). ``--quick N`` is a check
+``--precision fp32`` forces fp32 in every stage and in observation (``generation.precision``): a
+CPU with native bf16 measured the way a CPU without it runs. ``--quick N`` is a check
 of the instruments: N steps per stage, 8 rows per evaluation file, 4 items per behaviour suite.
 The machine's load average is sampled through the run; record it with the numbers. The CPU
-thread settings are the ``ladder`` command's (:func:`ladder.cli.cpu_thread_defaults`); set
-``OMP_WAIT_POLICY`` in the environment to measure others.
+thread and allocator settings are the ``ladder`` command's (:func:`ladder.cli.cpu_thread_defaults`,
+:func:`ladder.cpu_allocator.keep_freed_memory`); set ``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT`` or
+``LADDER_KEEP_FREED_MEMORY=0`` in the environment to measure others.
 """
 
 from __future__ import annotations
@@ -42,8 +43,10 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
 from ladder.cli import cpu_thread_defaults  # noqa: E402
+from ladder.cpu_allocator import keep_freed_memory  # noqa: E402
 
-cpu_thread_defaults()  # as `ladder demo` runs: before torch loads
+cpu_thread_defaults("demo")  # as `ladder demo` runs: before torch loads
+keep_freed_memory()
 from profiling import Profile, cpu_model, cpu_seconds, instrument, matmul_rate  # noqa: E402
 
 
@@ -223,6 +226,7 @@ def main() -> int:
         overrides += [f"stages.{i}.max_steps={args.quick}" for i in range(3)]
     if args.precision != "recipe":
         overrides += [f"stages.{i}.precision={args.precision}" for i in range(3)]
+        overrides.append(f"generation.precision={args.precision}")  # probes and evaluations too
     overrides += args.override
     load_start = os.getloadavg()
     cpu0 = cpu_seconds()
@@ -267,7 +271,8 @@ def main() -> int:
             (Path(args.run_dir) / "manifest.json").read_text())["stages"]},
         "peak_rss_gb": round(max(load.rss.values(), default=0.0), 2),
         "rss_gb_by_part": {k: round(v, 2) for k, v in sorted(load.rss.items(), key=lambda kv: -kv[1])[:12]},
-        "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")},
+        "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
+                                                "LADDER_KEEP_FREED_MEMORY")},
         "failed": failed,
     }
     text = markdown(out)

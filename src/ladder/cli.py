@@ -288,19 +288,64 @@ def build_parser() -> argparse.ArgumentParser:
 _EXTRA_COMMANDS: list[Any] = []
 
 
-def cpu_thread_defaults() -> None:
+#: commands that run a model, for which the CLI looks at how busy the CPUs are before torch loads
+_MODEL_COMMANDS = frozenset({"run", "demo", "chat", "serve"})
+
+#: spin iterations of an idle libgomp thread before it sleeps, on a machine otherwise idle
+QUIET_SPINCOUNT = "10000"
+
+
+def other_cpu_load(interval: float = 0.1) -> float | None:
+    """How many CPUs other processes keep busy now (from ``/proc/stat`` over ``interval`` s), or ``None``."""
+    import time
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]), idle
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(interval)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):  # not Linux, or /proc unreadable
+        return None
+    elapsed = total1 - total0
+    if elapsed <= 0:
+        return None
+    return (os.cpu_count() or 1) * (elapsed - (idle1 - idle0)) / elapsed
+
+
+def cpu_thread_defaults(command: str | None = None, busy: float | None = None) -> None:
     """Settings for torch's CPU threads, made before torch is imported (call it first).
 
     libgomp, torch's OpenMP runtime on Linux, keeps each idle thread spinning on a CPU for a
-    while after every parallel region. On a machine where other processes compete for the cores
-    (a laptop, a shared box), a spinning thread holds the core its partner needs, and each of
-    the thousands of small parallel regions of a decoding step waits for a time slice: measured
-    side by side on 2 shared cores (docs/benchmarks.md), the demo's generation was 4-5x and a
-    LoRA step 3x slower than with passive waiting. ``OMP_WAIT_POLICY=PASSIVE`` lets idle threads
-    sleep; results are unchanged (it schedules threads, it does not change any arithmetic). A
-    value set in the environment wins (``OMP_WAIT_POLICY=ACTIVE`` for a dedicated machine).
+    while (300,000 iterations) after every parallel region. On a machine where other processes
+    compete for the cores (a laptop, a shared box), a spinning thread holds the core its partner
+    needs, and each of the thousands of small parallel regions of a decoding step waits for a
+    time slice: with one other busy process on 2 cores (docs/benchmarks.md), the demo's
+    generation took 7x and a LoRA step 8x as long as with passive waiting. On an otherwise idle
+    machine the opposite holds: a sleeping thread's wake-up is paid in every region, and a short
+    spin (``GOMP_SPINCOUNT=10000``) made both 0.77x of passive waiting, while costing 1.5x, not
+    7x, when a busy process turns up later.
+
+    So for a command that runs a model the CLI measures, for 0.1 s, how many CPUs other processes
+    keep busy (:func:`other_cpu_load`): under a third of one, idle threads spin briefly; otherwise,
+    and for every other command, they sleep at once (``OMP_WAIT_POLICY=PASSIVE``). Results are
+    the same either way (this schedules threads; it changes no arithmetic). A value of either
+    variable set in the environment wins (``OMP_WAIT_POLICY=PASSIVE`` on a shared machine,
+    ``ACTIVE`` on a dedicated one).
     """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        return
+    if command in _MODEL_COMMANDS:
+        if busy is None:
+            busy = other_cpu_load()
+        if busy is not None and busy < 1 / 3:
+            os.environ["GOMP_SPINCOUNT"] = QUIET_SPINCOUNT
+            return
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
 def _version() -> str:
@@ -321,8 +366,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    cpu_thread_defaults()
+    cpu_thread_defaults(getattr(args, "command", None))
     _setup_logging(args.verbose, args.debug)
+    logging.getLogger(__name__).debug("CPU threads: OMP_WAIT_POLICY=%s GOMP_SPINCOUNT=%s",
+                                      os.environ.get("OMP_WAIT_POLICY"), os.environ.get("GOMP_SPINCOUNT"))
     from ladder.cpu_allocator import keep_freed_memory
 
     keep_freed_memory()
