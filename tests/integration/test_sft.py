@@ -184,6 +184,13 @@ def test_malformed_row_fails_before_training(tiny_model: Path, tmp_path: Path, r
         sft_row_to_messages(row, str(data), 3)
 
 
+def _bf16_sft(tiny_model: Path, tmp_path: Path):
+    return Pipeline(
+        [SFT(dataset=ROWS, max_steps=4, learning_rate=5e-3, per_device_train_batch_size=4, precision="bf16")],
+        model=tiny_model, run_dir=tmp_path / "run", probes=False,
+    ).run()
+
+
 def test_a_bf16_lora_on_cpu_trains_a_bf16_base_and_publishes_fp32(
         tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Where the CPU has native bf16 (the hardware probe is the boundary, taken as on such a
@@ -203,12 +210,7 @@ def test_a_bf16_lora_on_cpu_trains_a_bf16_base_and_publishes_fp32(
         return model
 
     monkeypatch.setattr(models, "load_model", watching)
-    result = Pipeline(
-        [SFT(dataset=ROWS, max_steps=4, learning_rate=5e-3, per_device_train_batch_size=4, precision="bf16")],
-        model=tiny_model,
-        run_dir=tmp_path / "run",
-        probes=False,
-    ).run()
+    result = _bf16_sft(tiny_model, tmp_path)
     assert loaded[:2] == [torch.bfloat16, torch.float32]  # the training copy, then the merge's input
     metrics = json.loads((result.run_dir / "01-sft" / "metrics.json").read_text())
     assert metrics["train"]["loss_last"] < metrics["train"]["loss_first"]
@@ -224,12 +226,7 @@ def test_bf16_on_cpu_trains_and_the_merge_verifies_in_fp32(tiny_model: Path, tmp
     fp32 merge reproduces the fp32 adapter-on-base logits at fp32 tolerance."""
     import torch
 
-    result = Pipeline(
-        [SFT(dataset=ROWS, max_steps=4, learning_rate=5e-3, per_device_train_batch_size=4, precision="bf16")],
-        model=tiny_model,
-        run_dir=tmp_path / "run",
-        probes=False,
-    ).run()
+    result = _bf16_sft(tiny_model, tmp_path)
     metrics = json.loads((result.run_dir / "01-sft" / "metrics.json").read_text())
     assert metrics["train"]["loss_last"] < metrics["train"]["loss_first"]
     assert metrics["stage_metrics"]["merge_max_abs_diff"] < 1e-3  # the fp32 tolerance, not bf16's 5e-2

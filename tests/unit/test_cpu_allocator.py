@@ -71,3 +71,12 @@ def test_the_cli_applies_it_without_importing_torch() -> None:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LADDER_KEEP_FREED_MEMORY"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=clean)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [True, False]
+
+
+def test_a_stage_worker_applies_it_too(tmp_path) -> None:
+    code = ("import json; from ladder.executors import worker; "
+            f"worker.main([{str(tmp_path / 'missing' / 'SPEC.json')!r}]); "
+            "from ladder import cpu_allocator; print(json.dumps(cpu_allocator._applied))")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LADDER_KEEP_FREED_MEMORY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=clean)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) is True

@@ -206,6 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--result", help=f"where to write the result (default: {RESULT_NAME} beside the spec)")
     args = parser.parse_args(argv)
     _setup_logging()
+    from ladder.cpu_allocator import keep_freed_memory
+
+    keep_freed_memory()  # as the CLI that launched it does (its thread settings come in the environment)
     spec_path = Path(args.spec)
     result = Path(args.result) if args.result else spec_path.with_name(RESULT_NAME)
     rank = _rank()
