@@ -86,6 +86,9 @@ def test_sigterm_becomes_an_interruption_and_the_handlers_come_back() -> None:
 
 
 def test_a_second_signal_while_stopping_does_not_cut_the_clean_up(caplog: pytest.LogCaptureFixture) -> None:
+    # its own handler on the module's logger: the full suite once left caplog without the record
+    caplog.set_level(logging.WARNING, logger="ladder.runlock")
+    logging.getLogger("ladder.runlock").addHandler(caplog.handler)
     cleaned = False
     with pytest.raises(Interrupted), stop_on_signals():
         try:
@@ -97,4 +100,5 @@ def test_a_second_signal_while_stopping_does_not_cut_the_clean_up(caplog: pytest
             for _ in range(1000):
                 pass
             cleaned = True
+    logging.getLogger("ladder.runlock").removeHandler(caplog.handler)
     assert cleaned and "SIGINT received while stopping" in caplog.text
