@@ -100,9 +100,9 @@ def default_dtype(device: str | None = None) -> torch.dtype:
 
     bfloat16 on GPUs that support it, float16 on older GPUs, float32 on CPUs, for training and
     inference alike. On a CPU, ``precision: bf16`` training autocasts (a LoRA's frozen base loads
-    in bf16 there, :func:`frozen_base_dtype`); inference stays float32 although bf16 weights would generate faster, because bf16
-    greedy answers depend on how prompts are batched (rounding breaks near-ties differently with
-    different padding), and a probe must read the same whatever else is asked with it. A run
+    in bf16 there, :func:`frozen_base_dtype`); inference stays float32 although bf16 weights
+    would generate faster, because bf16 greedy answers depend on how prompts are batched
+    (rounding breaks near-ties differently with different padding), and a probe must read the same whatever else is asked with it. A run
     that prefers speed asks for ``generation: {precision: bf16}`` (:func:`inference_dtype`).
     """
     import torch
@@ -122,7 +122,7 @@ def frozen_base_dtype(settings: Any, device: str | None = None) -> torch.dtype |
     to bf16 for its matmuls anyway, and casting the 135M weights of the demo's model on every
     forward was 14% of a step. PEFT keeps the adapter itself in float32 (its master weights), and
     publication merges the adapter into the float32 input weights
-    (:func:`ladder.training.publish.publish_checkpoint`), so published checkpoints keep full
+    (:func:`ladder.training.publish.publish`), so published checkpoints keep full
     precision. ``None`` everywhere else: full fine-tuning keeps float32 master weights, QLoRA
     quantizes, and fp32 or ``auto`` means float32 on a CPU.
     """
