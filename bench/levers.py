@@ -7,6 +7,7 @@
     python bench/levers.py memory     # CPU tensors in transparent huge pages (THP_MEM_ALLOC_ENABLE) or not
     python bench/levers.py malloc     # glibc keeping freed memory (mmap/trim thresholds) or handing it back
                                       # (--bf16: the LoRA step under bf16 autocast, as the demo trains)
+    python bench/levers.py decode     # ladder's decode loop (finished rows leave the batch) vs generate()
 
 Every lever runs its variants in alternation (A B C A B C ...), so a change in the machine's load
 hits them alike; each line records the load average. The workloads are the demo's: its model
@@ -35,7 +36,8 @@ def _load(name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (DATA / name).read_text().splitlines() if line.strip()]
 
 
-def _model(lora: dict[str, Any] | None = None, attn: str | None = None, dtype: str | None = None) -> tuple[Any, Any]:
+def _model(lora: dict[str, Any] | None = None, attn: str | None = None, dtype: str | None = None,
+           path: str | None = None) -> tuple[Any, Any]:
     from types import SimpleNamespace
 
     import torch
@@ -43,7 +45,7 @@ def _model(lora: dict[str, Any] | None = None, attn: str | None = None, dtype: s
     from ladder.demo.model import demo_model_path
     from ladder.training.models import load_model, load_tokenizer
 
-    path = str(demo_model_path())
+    path = path or str(demo_model_path())
     model = load_model(path, settings=SimpleNamespace(attn_implementation=attn) if attn else None,
                        dtype=getattr(torch, dtype) if dtype else None)
     tokenizer = load_tokenizer(path)
@@ -261,6 +263,34 @@ def genbatch(rounds: int, sizes: tuple[int, ...] = (32, 64, 128)) -> list[dict[s
     return out
 
 
+# -------------------------------------------------------------------------------------------- decode
+
+
+def decode(rounds: int, bf16: bool = False, path: str | None = None) -> list[dict[str, Any]]:
+    """One observation's answers (behaviour suites and held-out problems, greedy, batches of 32,
+    one generate() per token budget as the runner does) with ladder's decode loop, which drops
+    finished rows, and with transformers' generate() (LADDER_DECODE_LOOP=0), alternating. ``path``:
+    a checkpoint to answer with instead of the demo model (a trained one stops sooner)."""
+    model, tokenizer = _model(dtype="bfloat16" if bf16 else None, path=path)
+    planned = _observation_prompts()
+    budgets = sorted({b for _, b in planned})
+    out = []
+    for r in range(rounds):
+        for variant, env in (("ladder loop", "1"), ("generate()", "0")):
+            os.environ["LADDER_DECODE_LOOP"] = env
+            load, total, texts = _load_avg(), 0.0, []
+            for budget in budgets:
+                seconds, t = _generate(model, tokenizer, [p for p, b in planned if b == budget], 32, budget)
+                total, texts = total + seconds, texts + t
+            out.append({"round": r, "variant": variant, "load": load, "answers": len(texts), "s": round(total, 2),
+                        "texts": texts})
+            print(json.dumps({k: v for k, v in out[-1].items() if k != "texts"}), flush=True)
+    os.environ.pop("LADDER_DECODE_LOOP", None)
+    same = [sum(a == b for a, b in zip(x["texts"], y["texts"], strict=True)) for x, y in zip(out[::2], out[1::2])]
+    print(json.dumps({"identical_answers_per_round": same, "answers": out[0]["answers"]}))
+    return out
+
+
 # -------------------------------------------------------------------------------------------- merged
 
 
@@ -308,14 +338,15 @@ def main() -> int:
         omp_worker()
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("lever", choices=["omp", "memory", "malloc", "dropout", "genbatch", "merged"])
+    parser.add_argument("lever", choices=["omp", "memory", "malloc", "dropout", "genbatch", "merged", "decode"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", help="append the rows as JSON lines here")
     parser.add_argument("--variant", action="append",
                         help=f"only these: omp {', '.join(OMP_VARIANTS)}; dropout {', '.join(DROPOUT_VARIANTS)}")
     parser.add_argument("--bf16", action="store_true",
                         help="omp, memory, malloc: the LoRA step under bf16 autocast, as `precision: bf16` trains "
-                             "(where the CPU has native bf16)")
+                             "(where the CPU has native bf16); decode: the model in bf16, as the demo observes")
+    parser.add_argument("--model", help="decode: answer with this checkpoint (default: the demo model)")
     args = parser.parse_args()
     if args.lever == "omp":
         rows = omp(args.rounds, args.variant, bf16=args.bf16)
@@ -328,6 +359,8 @@ def main() -> int:
 
         keep_freed_memory()  # as ladder's command line does
         rows = dropout(args.rounds, args.variant)
+    elif args.lever == "decode":
+        rows = decode(args.rounds, bf16=args.bf16, path=args.model)
     else:
         rows = {"genbatch": genbatch, "merged": merged}[args.lever](args.rounds)
     if args.lever in ("omp", "memory", "malloc"):

@@ -2,7 +2,9 @@
 
 :func:`generate` answers chat conversations with a loaded transformers model: it applies the
 checkpoint's chat template (with the generation prompt), left-pads prompts into batches and
-decodes until an end-of-turn/EOS token or the token limit. Probes, evaluations and
+decodes until an end-of-turn/EOS token or the token limit, with :func:`ladder.decode.decode`
+(which stops computing a row once it has finished) where the model allows, else with
+``model.generate()``. Probes, evaluations and
 ``ladder chat`` all go through it, so every rung of the ladder is decoded the same way.
 
 Decoding uses only :class:`GenerationSettings`: the checkpoint's own ``generation_config``
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, runtime_checkabl
 
 import attrs
 
+from ladder.decode import decode, supports
 from ladder.errors import ConfigError
 from ladder.training.chat_format import END_OF_TURN_TOKENS, stop_token_ids
 
@@ -315,6 +318,8 @@ def generate(
         raise ConfigError(f"a streamer follows one batch: {len(prompts)} conversations exceed "
                           f"batch_size={settings.batch_size}; raise batch_size or stream fewer")
     results: list[Generation | None] = [None] * len(prompts)
+    # ladder's loop drops finished rows from the batch (ladder.decode); a streamer needs generate().
+    own_loop = streamer is None and supports(model)
     with _inference_state(model, None if settings.greedy else settings.seed):
         for start in range(0, len(order), settings.batch_size):
             batch = order[start : start + settings.batch_size]
@@ -328,10 +333,15 @@ def generate(
                 [[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in batch],
                 device=device,
             )
-            out = model.generate(  # type: ignore[operator]
-                input_ids=input_ids, attention_mask=attention_mask, generation_config=config, streamer=streamer
-            )
-            for row, i in zip(out[:, width:].tolist(), batch, strict=True):
+            if own_loop:
+                rows = decode(model, input_ids, attention_mask, max_new_tokens=settings.max_new_tokens,
+                              stop_ids=stops, temperature=settings.temperature, top_p=settings.top_p)
+            else:
+                out = model.generate(  # type: ignore[operator]
+                    input_ids=input_ids, attention_mask=attention_mask, generation_config=config, streamer=streamer
+                )
+                rows = out[:, width:].tolist()
+            for row, i in zip(rows, batch, strict=True):
                 results[i] = _finish(row, stops, tokenizer)
     return [r for r in results if r is not None]
 
