@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,3 +21,19 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from ladder.testing import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2")
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model: Path) -> Any:
+    """The tiny model's tokenizer (one per test module)."""
+    from ladder.training.models import load_tokenizer
+
+    return load_tokenizer(tiny_model)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model: Path) -> Any:
+    """The tiny model loaded on CPU, one per test module (a module may change its weights)."""
+    from ladder.training.models import load_model
+
+    return load_model(tiny_model, device="cpu")

@@ -13,7 +13,7 @@ from transformers.generation.logits_process import TopPLogitsWarper
 
 from ladder.decode import _top_p, decode, supports
 from ladder.generation import _inference_state, encode_text, render_prompt
-from ladder.training.models import load_model, load_tokenizer
+from ladder.training.models import load_model
 
 PROMPTS = [
     "hi",
@@ -24,16 +24,6 @@ PROMPTS = [
     "What is 7 + 5?",
 ]
 STEPS = 12
-
-
-@pytest.fixture(scope="module")
-def tok(tiny_model: Path) -> Any:
-    return load_tokenizer(tiny_model)
-
-
-@pytest.fixture(scope="module")
-def model(tiny_model: Path) -> Any:
-    return load_model(tiny_model, device="cpu")
 
 
 def _batch(tok: Any) -> tuple[torch.Tensor, torch.Tensor]:

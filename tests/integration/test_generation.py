@@ -18,7 +18,7 @@ from ladder.generation import (
     stop_token_ids,
 )
 from ladder.generators import load_generator
-from ladder.training.models import load_model, load_tokenizer
+from ladder.training.models import load_model
 
 # Prompts of different lengths (12 to 31 tokens), so batches need left padding.
 PROMPTS: list[Any] = [
@@ -28,16 +28,6 @@ PROMPTS: list[Any] = [
     "How many apples? Answer: 12 apples in total.",
 ]
 SETTINGS = GenerationSettings(max_new_tokens=16, batch_size=3)
-
-
-@pytest.fixture(scope="module")
-def tok(tiny_model: Path) -> Any:
-    return load_tokenizer(tiny_model)
-
-
-@pytest.fixture(scope="module")
-def model(tiny_model: Path) -> Any:
-    return load_model(tiny_model, device="cpu")
 
 
 def test_stop_tokens_are_eos_and_end_of_turn(model: Any, tok: Any) -> None:

@@ -50,16 +50,6 @@ PROBES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tok(tiny_model: Path) -> Any:
-    return load_tokenizer(tiny_model)
-
-
-@pytest.fixture(scope="module")
-def model(tiny_model: Path) -> Any:
-    return load_model(tiny_model, device="cpu")
-
-
 # --------------------------------------------------------------------------- probes
 
 
