@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -74,7 +75,7 @@ def _signal_self(signum: int) -> None:
     signal.pthread_kill(threading.get_ident(), signum)
 
 
-def test_sigterm_becomes_an_interruption_and_the_handlers_come_back() -> None:
+def test_sigterm_becomes_an_interruption_and_the_handlers_come_back(default_handlers: None) -> None:
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(Interrupted) as info, stop_on_signals():
         _signal_self(signal.SIGTERM)
@@ -85,10 +86,33 @@ def test_sigterm_becomes_an_interruption_and_the_handlers_come_back() -> None:
     assert signal.getsignal(signal.SIGTERM) == before
 
 
-def test_a_second_signal_while_stopping_does_not_cut_the_clean_up(caplog: pytest.LogCaptureFixture) -> None:
-    # its own handler on the module's logger: the full suite once left caplog without the record
+@pytest.fixture
+def default_handlers() -> Iterator[None]:
+    """SIGINT and SIGTERM as a fresh interpreter has them. stop_on_signals leaves a handler that
+    someone else installed alone, so these tests start from the defaults whatever ran before."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def test_a_handler_someone_else_installed_is_left_alone(default_handlers: None) -> None:
+    seen: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, _frame: seen.append(signum))
+    with stop_on_signals():
+        _signal_self(signal.SIGINT)
+        for _ in range(1000):
+            pass
+    assert seen == [signal.SIGINT]
+
+
+def test_a_second_signal_while_stopping_does_not_cut_the_clean_up(caplog: pytest.LogCaptureFixture,
+                                                                  default_handlers: None) -> None:
     caplog.set_level(logging.WARNING, logger="ladder.runlock")
-    logging.getLogger("ladder.runlock").addHandler(caplog.handler)
     cleaned = False
     with pytest.raises(Interrupted), stop_on_signals():
         try:
@@ -100,5 +124,4 @@ def test_a_second_signal_while_stopping_does_not_cut_the_clean_up(caplog: pytest
             for _ in range(1000):
                 pass
             cleaned = True
-    logging.getLogger("ladder.runlock").removeHandler(caplog.handler)
     assert cleaned and "SIGINT received while stopping" in caplog.text
