@@ -88,8 +88,9 @@ def test_sigterm_becomes_an_interruption_and_the_handlers_come_back(default_hand
 
 @pytest.fixture
 def default_handlers() -> Iterator[None]:
-    """SIGINT and SIGTERM as a fresh interpreter has them. stop_on_signals leaves a handler that
-    someone else installed alone, so these tests start from the defaults whatever ran before."""
+    """SIGINT and SIGTERM as an interactive shell starts a process. stop_on_signals leaves alone
+    a disposition someone else chose, and a suite started in the background (``cmd &`` or nohup
+    in a script) inherits SIGINT ignored: the second-signal test then saw no warning."""
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
