@@ -247,8 +247,31 @@ def _instrument_model(profile: Profile, pretrained: Any, generation: Any) -> Non
         finally:
             state["gen_depth"] = 0
 
+    import ladder.generation as ladder_generation
+
+    original_decode = ladder_generation.decode
+
+    def decode(model: Any, input_ids: Any, attention_mask: Any, **kwargs: Any) -> Any:
+        """ladder's decode loop (ladder.decode), counted as generate() is."""
+        if state["gen_depth"]:
+            return original_decode(model, input_ids, attention_mask, **kwargs)
+        state["gen_depth"], state["gen_calls"] = 1, 0
+        try:
+            with profile.op("generation (outside the model)"):
+                rows = original_decode(model, input_ids, attention_mask, **kwargs)
+            body, head, _ = cost.of(model)
+            prompt, new = int(attention_mask.sum()), sum(len(row) for row in rows)
+            profile.counts["prompt_tokens"] += prompt
+            profile.counts["generated_tokens"] += new
+            profile.add_flops(2.0 * body * prompt, op="generation: prefill")
+            profile.add_flops(2.0 * (body + head) * new, op="generation: decode")
+            return rows
+        finally:
+            state["gen_depth"] = 0
+
     pretrained.__call__ = call
     generation.generate = generate
+    ladder_generation.decode = decode
 
 
 def _count_forward(profile: Profile, cost: ModelCost, model: Any, args: Any, kwargs: Any, training: bool) -> None:
