@@ -259,12 +259,7 @@ def _instrument_model(profile: Profile, pretrained: Any, generation: Any) -> Non
         try:
             with profile.op("generation (outside the model)"):
                 rows = original_decode(model, input_ids, attention_mask, **kwargs)
-            body, head, _ = cost.of(model)
-            prompt, new = int(attention_mask.sum()), sum(len(row) for row in rows)
-            profile.counts["prompt_tokens"] += prompt
-            profile.counts["generated_tokens"] += new
-            profile.add_flops(2.0 * body * prompt, op="generation: prefill")
-            profile.add_flops(2.0 * (body + head) * new, op="generation: decode")
+            _add_generation(profile, cost, model, int(attention_mask.sum()), sum(len(row) for row in rows))
             return rows
         finally:
             state["gen_depth"] = 0
@@ -312,7 +307,12 @@ def _count_generation(profile: Profile, cost: ModelCost, model: Any, args: Any, 
                 n = k + 1
                 break
         new += n
-    prompt = _real_tokens(ids, kwargs.get("attention_mask"))
+    _add_generation(profile, cost, model, _real_tokens(ids, kwargs.get("attention_mask")), new)
+
+
+def _add_generation(profile: Profile, cost: ModelCost, model: Any, prompt: int, new: int) -> None:
+    """One generation's tokens and FLOPs: the prompt's prefill (no output layer: only the last
+    position's logits are computed) and each new token through the body and the output layer."""
     body, head, _ = cost.of(model)
     profile.counts["prompt_tokens"] += prompt
     profile.counts["generated_tokens"] += new

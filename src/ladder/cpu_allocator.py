@@ -8,9 +8,9 @@ them in again, 4 KiB at a time, each page zeroed by the kernel: on the demo's Lo
 about 210,000 page faults and 1.1-1.4 s of system CPU per 3 s step (docs/benchmarks.md,
 ``bench/levers.py malloc``). Serving every block from the heap (``M_MMAP_MAX`` 0) and keeping up
 to 1 GiB of its free top (``M_TRIM_THRESHOLD``) lets the next step reuse the pages: on the
-demo, 0.36x the page faults and 0.66x SFT's training time, the same arithmetic. This is what ``LD_PRELOAD``-ing jemalloc or
-tcmalloc does for torch's CPU launcher (``torch.backends.xeon.run_cpu``), without a library to
-install.
+demo, 0.36x the page faults and 0.66x SFT's training time, the same arithmetic. This is what
+``LD_PRELOAD``-ing jemalloc or tcmalloc does for torch's CPU launcher
+(``torch.backends.xeon.run_cpu``), without a library to install.
 
 ``ladder``'s command line calls :func:`keep_freed_memory` before it trains or generates; call it
 yourself at the start of a program that runs :class:`ladder.Pipeline` on a CPU. It changes

@@ -3,15 +3,16 @@
 ``model.generate()`` in transformers keeps every row of a batch in the forward pass until the
 last row has finished; a finished row only receives padding. On the demo's probes and
 evaluations (batches of 32, answers of 5-40 tokens) that is about a third of the decode
-row-steps, and on a CPU a decode step costs in proportion to its rows. :func:`decode` runs the
-same computation (one prefill with the prompts left-padded and masked, then one token per step
-with the KV cache), and after each step drops the rows that emitted a stop token, from the
-inputs and from the cache alike (``Cache.batch_select_indices``).
+row-steps; dropping them made one observation's answers 0.86x as long on a 2-core CPU
+(``bench/levers.py decode``: a decode step costs mostly per step, less per row).
+:func:`decode` runs the same computation (one prefill with the prompts left-padded and masked,
+then one token per step with the KV cache), and after each step drops the rows that emitted a
+stop token, from the inputs and from the cache alike (``Cache.batch_select_indices``).
 
 The tokens are those ``generate()`` chooses: greedy takes the arg-max of the float32 logits;
-sampling applies temperature, then top-p exactly as transformers' ``TopPLogitsWarper``, then
-draws from the softmax. Greedy answers match ``generate()``'s up to float rounding (a smaller
-batch rounds differently, as a different batch does in ``generate()``); sampled answers are
+sampling applies temperature, then transformers' own ``TopPLogitsWarper``, then draws from the
+softmax. Greedy answers match ``generate()``'s up to float rounding (a smaller batch rounds
+differently, as a different batch does in ``generate()``); sampled answers are
 reproducible for the same prompts, seed and batch size, but are not the draws ``generate()``
 would make, because fewer rows draw once a row has finished.
 
@@ -74,27 +75,16 @@ def supports(model: Any) -> bool:
     return bool(layers) and all(type(layer) in (DynamicLayer, DynamicSlidingWindowLayer) for layer in layers)
 
 
-def _top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """transformers' ``TopPLogitsWarper`` (min_tokens_to_keep=1): the smallest set of tokens
-    whose probabilities reach ``top_p`` keeps its logits, the rest become -inf."""
-    import torch
-
-    sorted_logits, sorted_indices = torch.sort(logits, descending=False)
-    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-    remove = cumulative <= (1 - top_p)
-    remove[..., -1:] = False
-    return logits.masked_fill(remove.scatter(1, sorted_indices, remove), -float("inf"))
-
-
 def _choose(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
     import torch
+    from transformers.generation.logits_process import TopPLogitsWarper
 
     logits = logits.float()
     if temperature == 0.0:
         return logits.argmax(dim=-1)
     logits = logits / temperature
     if top_p < 1.0:
-        logits = _top_p(logits, top_p)
+        logits = TopPLogitsWarper(top_p)(None, logits)  # type: ignore[arg-type]  # it reads the scores only
     return torch.multinomial(logits.softmax(dim=-1), num_samples=1).squeeze(1)
 
 

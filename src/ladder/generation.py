@@ -264,6 +264,20 @@ def answer(
     return generate(model, tokenizer, conversations, settings)
 
 
+def _generation_config(settings: GenerationSettings, stops: Sequence[int], pad_id: int) -> Any:
+    """transformers' GenerationConfig for ``settings``, for decoding with ``model.generate()``."""
+    from transformers import GenerationConfig
+
+    sampling: dict[str, Any] = (
+        {"do_sample": False}
+        # top_k=0 turns off transformers' default top-k of 50; vLLM applies no top-k either.
+        if settings.greedy
+        else {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p, "top_k": 0}
+    )
+    return GenerationConfig(max_new_tokens=settings.max_new_tokens, eos_token_id=list(stops) or None,
+                            pad_token_id=pad_id, **sampling)
+
+
 def generate(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -290,7 +304,6 @@ def generate(
         One :class:`Generation` per conversation, in order.
     """
     import torch
-    from transformers import GenerationConfig
 
     settings = settings or GenerationSettings()
     prompts = [encode_text(tokenizer, render_prompt(tokenizer, c)) for c in conversations]
@@ -298,18 +311,6 @@ def generate(
         return []
     stops = stop_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops or (0,))[0]
-    sampling: dict[str, Any] = (
-        {"do_sample": False}
-        # top_k=0 turns off transformers' default top-k of 50; vLLM applies no top-k either.
-        if settings.greedy
-        else {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p, "top_k": 0}
-    )
-    config = GenerationConfig(
-        max_new_tokens=settings.max_new_tokens,
-        eos_token_id=list(stops) or None,
-        pad_token_id=pad_id,
-        **sampling,
-    )
     device = next(model.parameters()).device
     # Longest prompts first: batches hold prompts of similar length (little padding) and a
     # batch that does not fit in memory fails at once rather than at the end.
@@ -320,6 +321,7 @@ def generate(
     results: list[Generation | None] = [None] * len(prompts)
     # ladder's loop drops finished rows from the batch (ladder.decode); a streamer needs generate().
     own_loop = streamer is None and supports(model)
+    config = None if own_loop else _generation_config(settings, stops, pad_id)
     with _inference_state(model, None if settings.greedy else settings.seed):
         for start in range(0, len(order), settings.batch_size):
             batch = order[start : start + settings.batch_size]

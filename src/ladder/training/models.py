@@ -102,8 +102,9 @@ def default_dtype(device: str | None = None) -> torch.dtype:
     inference alike. On a CPU, ``precision: bf16`` training autocasts (a LoRA's frozen base loads
     in bf16 there, :func:`frozen_base_dtype`); inference stays float32 although bf16 weights
     would generate faster, because bf16 greedy answers depend on how prompts are batched
-    (rounding breaks near-ties differently with different padding), and a probe must read the same whatever else is asked with it. A run
-    that prefers speed asks for ``generation: {precision: bf16}`` (:func:`inference_dtype`).
+    (rounding breaks near-ties differently with different padding), and a probe must read the
+    same whatever else is asked with it. A run that prefers speed asks for
+    ``generation: {precision: bf16}`` (:func:`inference_dtype`).
     """
     import torch
 
