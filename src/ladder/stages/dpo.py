@@ -74,6 +74,11 @@ class DPOStageConfig(TrainingSettings):
         "logged and counted in metrics.json",
     )
     eval_batch_size: int = setting(8, validator=_gt0, help="sequences scored together when measuring held-out pairs")
+    group_by_length: bool = setting(
+        False, validator=attrs.validators.instance_of(bool),
+        help="each step draws pairs of similar length (transformers' LengthGroupedSampler on prompt + longer "
+        "answer, in a seeded random order): less padding, faster steps; which pairs share a step changes",
+    )
     chat_template: str | None = setting(
         None, help="chat template (text, or a .jinja file) to use instead of the input checkpoint's; the output "
         "keeps it", path="text",
@@ -143,6 +148,13 @@ class DPO(BaseStage):
                                    template=cfg.chat_template)
         if cfg.eval_dataset is not None:  # held-out pairs are only scored, never trained on
             problems += [str(p) for p in self._indexed_pairs("eval_dataset")[2]]
+        strategy = (cfg.trainer_kwargs or {}).get("train_sampling_strategy")
+        if strategy in ("group_by_length", "batch_rebalance"):
+            # transformers reads lengths from an input_ids column, which TRL's pairs have not: it raises.
+            problems.append(
+                f"trainer_kwargs: train_sampling_strategy {strategy!r} does not work with TRL's preference "
+                "data (it has no input_ids column to measure); set group_by_length: true on the stage instead"
+            )
         return problems
 
     def _length_rule(self) -> LengthRule:
@@ -168,6 +180,7 @@ class DPO(BaseStage):
         from ladder.training.lora import peft_config_for
         from ladder.training.models import load_tokenizer
         from ladder.training.modes import load_training_model
+        from ladder.training.sampling import length_grouped
 
         cfg: DPOStageConfig = self.config
         train, heldout, label, train_indices = self._data(ctx.seed)
@@ -185,8 +198,9 @@ class DPO(BaseStage):
         # (dpo_trainer.py keeps `self.ref_model = None` for PEFT models); no second copy. Under
         # full fine-tuning TRL loads a frozen copy of the input model from its config._name_or_path
         # (a chain of adapters was merged to disk for it by load_training_model).
-        trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(_trl_pairs(train)),
-                             processing_class=tokenizer, peft_config=peft_config_for(cfg))
+        trainer_cls = length_grouped(DPOTrainer) if cfg.group_by_length else DPOTrainer
+        trainer = trainer_cls(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(_trl_pairs(train)),
+                              processing_class=tokenizer, peft_config=peft_config_for(cfg))
         facts = {
             "train": train,
             "heldout": heldout,
