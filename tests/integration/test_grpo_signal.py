@@ -68,6 +68,21 @@ def refill_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
         rewards.unregister("by_kind")
 
 
+@pytest.fixture(scope="module")
+def anchor_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The scan keeps every always-solved problem as an anchor (scan_keep_solved: 1)."""
+    rewards.register("by_kind", by_kind, replace=True)
+    try:
+        stage = GRPO(dataset=PROBLEMS, rewards={"by_kind": 1.0}, instruction=None, num_generations=4,
+                     max_completion_length=6, temperature=1.0, per_device_train_batch_size=8,
+                     gradient_accumulation_steps=1, max_steps=2, save_steps=0, learnability_scan=4,
+                     scan_keep_solved=1.0, dynamic_sampling=True, max_refills=3, trainer_kwargs=FAST)
+        run_dir = tmp_path_factory.mktemp("runs") / "anchors"
+        yield Pipeline([stage], model=tiny_model, run_dir=run_dir, probes=False).run()
+    finally:
+        rewards.unregister("by_kind")
+
+
 def _rollouts(run) -> list[dict]:
     path = run.run_dir / "01-grpo" / "rollouts.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()]
@@ -82,6 +97,22 @@ def test_the_scan_drops_problems_always_and_never_solved(signal_run) -> None:
     assert scan["scan_pass_at_k"] > scan["scan_pass_at_1"] > 0
     trained = {r["prompt"] for r in _rollouts(signal_run)}
     assert trained and all(p.startswith("Sometimes") for p in trained)  # only learnable problems were trained on
+
+
+def test_the_scan_keeps_always_solved_problems_as_anchors_when_asked(anchor_run) -> None:
+    from ladder.report.rollouts import scan_summary
+
+    metrics = json.loads((anchor_run.run_dir / "01-grpo" / "metrics.json").read_text())
+    scan = metrics["stage_metrics"]["learnability_scan"]
+    assert scan["scan_always"] >= 4 and scan["scan_kept_solved"] == scan["scan_always"]
+    assert metrics["stage_metrics"]["rows"] == scan["scan_kept"] == 20 - scan["scan_never"]
+    rows = _rollouts(anchor_run)
+    assert not any(r["prompt"].startswith("Never") for r in rows)
+    anchors = [r for r in rows if r["prompt"].startswith("Always")]
+    # Anchors the policy still solves form zero-spread groups: drawn, and kept out of the loss.
+    assert anchors and all(not r["in_loss"] for r in anchors)
+    summary = scan_summary(metrics)
+    assert f"{scan['scan_kept_solved']} of the {scan['scan_always']} always solved, kept as anchors" in summary
 
 
 @pytest.mark.parametrize("run", ["signal_run", "refill_run"])

@@ -115,12 +115,18 @@ def scan_summary(metrics: Mapping[str, Any]) -> str | None:
     if not isinstance(scan, Mapping) or "scan_problems" not in scan:
         return None
     k = scan.get("scan_samples")
-    return (
+    anchors = scan.get("scan_kept_solved") or 0
+    head = (
         f"Learnability scan: {scan.get('scan_problems')} problems × {k} samples with the input checkpoint; "
         f"pass@1 {format_value(scan.get('scan_pass_at_1'), 'pct')}, pass@{k} "
-        f"{format_value(scan.get('scan_pass_at_k'), 'pct')}; trained on the {scan.get('scan_kept')} solved "
-        f"sometimes (dropped: {scan.get('scan_always')} always solved, {scan.get('scan_never')} never)."
+        f"{format_value(scan.get('scan_pass_at_k'), 'pct')}; "
     )
+    if not anchors:
+        return head + (f"trained on the {scan.get('scan_kept')} solved sometimes (dropped: "
+                       f"{scan.get('scan_always')} always solved, {scan.get('scan_never')} never).")
+    return head + (f"trained on the {scan.get('scan_kept') - anchors} solved sometimes and {anchors} of the "
+                   f"{scan.get('scan_always')} always solved, kept as anchors (dropped: "
+                   f"{scan.get('scan_always') - anchors} always solved, {scan.get('scan_never')} never).")
 
 
 def rewards_text(row: Mapping[str, Any]) -> str:

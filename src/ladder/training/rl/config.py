@@ -184,6 +184,15 @@ class RLStageConfig(TrainingSettings):
     scan_threshold: float = attrs.field(
         default=1.0, validator=_finite, metadata={"help": "a completion passes when scan_reward gives it at least this"}
     )
+    scan_keep_solved: float = attrs.field(
+        default=0.0,
+        converter=float,
+        validator=[attrs.validators.ge(0.0), attrs.validators.le(1.0)],
+        metadata={
+            "help": "share of the problems the scan found always solved that are trained on anyway, as anchors "
+            "(a seeded pick): no signal while the policy keeps solving them, a penalty as soon as it unlearns one"
+        },
+    )
     scan_limit: int | None = attrs.field(
         default=None,
         validator=attrs.validators.optional(attrs.validators.ge(1)),

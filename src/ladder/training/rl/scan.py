@@ -11,6 +11,7 @@ solved at least once) describe where the policy started, and go into ``stage_met
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -65,12 +66,15 @@ def learnability_scan(
     max_new_tokens: int,
     seed: int,
     batch_size: int = 32,
+    keep_solved: float = 0.0,
 ) -> ScanResult:
     """Sample ``samples`` completions per row with ``model`` and keep the rows it sometimes passes.
 
     A completion passes when ``reward`` gives it at least ``threshold``. ``reward`` is called with
     TRL's signature: the completions (as assistant messages when the prompts are conversations)
-    and each row's columns, one value per completion.
+    and each row's columns, one value per completion. ``keep_solved`` is the share of the rows
+    passed every time that are kept too (a seeded pick), as anchors: their groups carry no signal
+    while the policy keeps solving them, and do as soon as it starts to fail one.
     """
     from ladder.generation import GenerationSettings, generate
 
@@ -86,7 +90,9 @@ def learnability_scan(
     scores = list(reward(completions, prompts=[r["prompt"] for r in repeated], **columns))
     passed = [s is not None and float(s) >= threshold for s in scores]
     rates = [sum(passed[i * samples:(i + 1) * samples]) / samples for i in range(len(rows))]
-    kept = [dict(r) for r, rate in zip(rows, rates, strict=True) if 0.0 < rate < 1.0]
+    solved = [i for i, rate in enumerate(rates) if rate == 1.0]
+    anchors = set(random.Random(seed).sample(solved, round(keep_solved * len(solved))))
+    kept = [dict(r) for i, (r, rate) in enumerate(zip(rows, rates, strict=True)) if 0.0 < rate < 1.0 or i in anchors]
     n = max(len(rows), 1)
     metrics = {
         "scan_reward": reward_name,
@@ -97,9 +103,11 @@ def learnability_scan(
         "scan_always": sum(rate == 1.0 for rate in rates),
         "scan_never": sum(rate == 0.0 for rate in rates),
         "scan_kept": len(kept),
+        "scan_kept_solved": len(anchors),
     }
     logger.info(
         "learnability scan: %d of %d problems are sometimes solved (pass@1 %.2f, pass@%d %.2f; %d always, "
-        "%d never solved)", len(kept), len(rows), metrics["scan_pass_at_1"], samples, metrics["scan_pass_at_k"],
-        metrics["scan_always"], metrics["scan_never"])
+        "%d never solved)%s", len(kept) - len(anchors), len(rows), metrics["scan_pass_at_1"], samples,
+        metrics["scan_pass_at_k"], metrics["scan_always"], metrics["scan_never"],
+        f"; {len(anchors)} always solved kept as anchors" if anchors else "")
     return ScanResult(kept, rates, metrics)

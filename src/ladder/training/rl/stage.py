@@ -256,7 +256,8 @@ class RLStage(BaseStage):
         scanned = rows[: cfg.scan_limit] if cfg.scan_limit else rows
         result = learnability_scan(model, tokenizer, scanned, reward, name, samples=cfg.learnability_scan,
                                    threshold=cfg.scan_threshold, temperature=cfg.temperature,
-                                   max_new_tokens=cfg.max_completion_length, seed=ctx.seed)
+                                   max_new_tokens=cfg.max_completion_length, seed=ctx.seed,
+                                   keep_solved=cfg.scan_keep_solved)
         generation_batch, _ = batch_problems(cfg, self.algorithm.name)
         groups = (generation_batch or 0) // max(cfg.num_generations, 1)
         if len(result.kept) < max(groups, 1):
