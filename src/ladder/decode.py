@@ -31,6 +31,8 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ladder.training.models import unwrapped
+
 if TYPE_CHECKING:
     import torch
 
@@ -39,27 +41,22 @@ __all__ = ["decode", "supports"]
 logger = logging.getLogger(__name__)
 
 
-def _inner(model: Any) -> Any:
-    """The transformers model under a PEFT wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
 def _new_cache(model: Any) -> Any:
     from transformers import DynamicCache
 
-    return DynamicCache(config=_inner(model).config)
+    return DynamicCache(config=unwrapped(model).config)
 
 
 def _cache_keyword(model: Any) -> str:
     """``cache`` where the forward takes it (transformers 5.24 renamed ``past_key_values``)."""
-    return "cache" if "cache" in inspect.signature(_inner(model).forward).parameters else "past_key_values"
+    return "cache" if "cache" in inspect.signature(unwrapped(model).forward).parameters else "past_key_values"
 
 
 def supports(model: Any) -> bool:
     """Whether :func:`decode` can generate with ``model`` (else use ``model.generate()``)."""
     if os.environ.get("LADDER_DECODE_LOOP", "1").strip() == "0":
         return False
-    inner = _inner(model)
+    inner = unwrapped(model)
     config = getattr(inner, "config", None)
     if config is None or getattr(config, "is_encoder_decoder", False):
         return False

@@ -37,6 +37,7 @@ import attrs
 from ladder.decode import decode, supports
 from ladder.errors import ConfigError
 from ladder.training.chat_format import END_OF_TURN_TOKENS, stop_token_ids
+from ladder.training.models import unwrapped
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -232,7 +233,7 @@ def _inference_state(model: Any, seed: int | None) -> Iterator[None]:
     import torch
     from transformers import GenerationConfig
 
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = unwrapped(model)
     was_training = model.training
     saved_config = inner.generation_config
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []

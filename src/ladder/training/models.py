@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ladder.checkpoint import Checkpoint
 
 __all__ = [
+    "unwrapped",
     "device_name",
     "precision",
     "cpu_has_native_bf16",
@@ -359,7 +360,12 @@ def quantization_config(compute_dtype: torch.dtype | None = None) -> Any:
     )
 
 
+def unwrapped(model: Any) -> Any:
+    """The transformers model under a PEFT wrapper, or ``model`` itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def is_quantized(model: Any) -> bool:
     """Whether ``model`` (or the model under a PEFT wrapper) holds bitsandbytes-quantized weights."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = unwrapped(model)
     return bool(getattr(inner, "is_loaded_in_4bit", False) or getattr(inner, "is_loaded_in_8bit", False))
