@@ -24,6 +24,7 @@ Files (:func:`data_file` gives their paths):
 ``grpo_train.jsonl``    ``prompt`` + ``answer`` (+ ``expression``): two-step problems
                         (``a * b + c``, ``c + a * b``, ``a * b - c``, small numbers): SFT
                         shows a few of them worked step by step; GRPO rewards getting them right.
+                        12 one-step problems among the first 64, so stopping is rewarded too.
 ``grpo_eval.jsonl``     held-out two-step problems for exact match.
 ======================  ====================================================================
 
@@ -88,6 +89,10 @@ _N_SFT_EVAL = 40
 _N_DPO_ARITH = 12
 _N_DPO_EVAL_ARITH = 10
 _N_GRPO_TRAIN = 300
+# GRPO's first rows (the demo scans and trains on its first 64, `scan_limit`) mix in one-step
+# problems: with two-step problems only, GRPO rewards "take another step" and the model carries it
+# over to questions one step answers (the arithmetic suite's regression, docs/benchmarks.md).
+_N_GRPO_ONE_STEP, _GRPO_MIXED = 12, 64
 _N_SFT_TWO_STEP = 40
 _N_DPO_TWO_STEP = 12
 _N_GRPO_EVAL = 50
@@ -330,6 +335,7 @@ def _one_step_pool() -> dict[str, list[tuple[str, str, int]]]:
         "dpo_eval": _N_DPO_EVAL_ARITH,
         "sft_train": _N_SFT_ARITH,
         "dpo_train": _N_DPO_ARITH,
+        "grpo_train": _N_GRPO_ONE_STEP,  # last: the splits before it stay as they were
     }
     return _splits(_one_step, "one-step", sizes)
 
@@ -486,8 +492,12 @@ def dpo_eval_rows() -> list[Row]:
 
 
 def grpo_train_rows() -> list[Row]:
-    """Two-step problems ``{"prompt", "answer", "expression"}`` for GRPO."""
-    return [_problem_row(*p) for p in _two_step_pool()["grpo_train"]]
+    """Problems ``{"prompt", "answer", "expression"}`` for GRPO: two-step ones, and among the
+    first ``_GRPO_MIXED`` rows (shuffled) ``_N_GRPO_ONE_STEP`` one-step ones too."""
+    two, one = _two_step_pool()["grpo_train"], _one_step_pool()["grpo_train"]
+    head = two[: _GRPO_MIXED - len(one)]
+    mixed = _Rng("grpo-mixed").shuffled([*head, *one])
+    return [_problem_row(*p) for p in [*mixed, *two[len(head):]]]
 
 
 def grpo_eval_rows() -> list[Row]:

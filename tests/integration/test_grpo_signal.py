@@ -39,48 +39,36 @@ def by_kind(completions, kind, **kwargs):
     return out
 
 
-@pytest.fixture(scope="module")
-def signal_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
+def _run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory, name: str, **settings):
+    """A GRPO run on PROBLEMS with the `by_kind` reward, 4 completions per problem."""
     rewards.register("by_kind", by_kind, replace=True)
     try:
         stage = GRPO(dataset=PROBLEMS, rewards={"by_kind": 1.0}, instruction=None, num_generations=4,
-                     max_completion_length=6, temperature=1.0, per_device_train_batch_size=8,
-                     gradient_accumulation_steps=1, max_steps=3, save_steps=0, learnability_scan=4,
-                     dynamic_sampling=True, max_refills=3, trainer_kwargs=FAST)
-        run_dir = tmp_path_factory.mktemp("runs") / "signal"
-        yield Pipeline([stage], model=tiny_model, run_dir=run_dir, probes=False).run()
+                     max_completion_length=6, temperature=1.0, gradient_accumulation_steps=1, save_steps=0,
+                     dynamic_sampling=True, trainer_kwargs=FAST, **settings)
+        run_dir = tmp_path_factory.mktemp("runs") / name
+        return Pipeline([stage], model=tiny_model, run_dir=run_dir, probes=False).run()
     finally:
         rewards.unregister("by_kind")
+
+
+@pytest.fixture(scope="module")
+def signal_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    return _run(tiny_model, tmp_path_factory, "signal", per_device_train_batch_size=8, max_steps=3,
+                learnability_scan=4, max_refills=3)
 
 
 @pytest.fixture(scope="module")
 def refill_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
     """No scan: 8 of the 20 problems always or never pass, so zero-spread groups come up every step."""
-    rewards.register("by_kind", by_kind, replace=True)
-    try:
-        stage = GRPO(
-            dataset=PROBLEMS, rewards={"by_kind": 1.0}, instruction=None, num_generations=4, max_completion_length=6,
-            temperature=1.0, per_device_train_batch_size=16, gradient_accumulation_steps=1, max_steps=3,
-            save_steps=0, dynamic_sampling=True, max_refills=4, trainer_kwargs=FAST)
-        run_dir = tmp_path_factory.mktemp("runs") / "refill"
-        yield Pipeline([stage], model=tiny_model, run_dir=run_dir, probes=False).run()
-    finally:
-        rewards.unregister("by_kind")
+    return _run(tiny_model, tmp_path_factory, "refill", per_device_train_batch_size=16, max_steps=3, max_refills=4)
 
 
 @pytest.fixture(scope="module")
 def anchor_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
     """The scan keeps every always-solved problem as an anchor (scan_keep_solved: 1)."""
-    rewards.register("by_kind", by_kind, replace=True)
-    try:
-        stage = GRPO(dataset=PROBLEMS, rewards={"by_kind": 1.0}, instruction=None, num_generations=4,
-                     max_completion_length=6, temperature=1.0, per_device_train_batch_size=8,
-                     gradient_accumulation_steps=1, max_steps=2, save_steps=0, learnability_scan=4,
-                     scan_keep_solved=1.0, dynamic_sampling=True, max_refills=3, trainer_kwargs=FAST)
-        run_dir = tmp_path_factory.mktemp("runs") / "anchors"
-        yield Pipeline([stage], model=tiny_model, run_dir=run_dir, probes=False).run()
-    finally:
-        rewards.unregister("by_kind")
+    return _run(tiny_model, tmp_path_factory, "anchors", per_device_train_batch_size=8, max_steps=2,
+                learnability_scan=4, scan_keep_solved=1.0, max_refills=3)
 
 
 def _rollouts(run) -> list[dict]:

@@ -162,10 +162,17 @@ def test_verifiable_rows_have_correct_answers(
 
 
 def test_grpo_problems_take_two_steps(splits: dict[str, list[dict[str, Any]]]) -> None:
-    for name in ("grpo_train.jsonl", "grpo_eval.jsonl"):
-        for row in splits[name]:
-            operators = re.findall(r" [+\-*/] ", row["expression"])
-            assert len(operators) == 2, row["expression"]
+    def steps(row: dict[str, Any]) -> int:
+        return len(re.findall(r" [+\-*/] ", row["expression"]))
+
+    assert all(steps(row) == 2 for row in splits["grpo_eval.jsonl"])
+    train = splits["grpo_train.jsonl"]
+    # The demo scans and trains on the first 64 rows: mostly two-step problems, with one-step ones
+    # among them so that GRPO also rewards stopping after one step; after them, two-step only.
+    head = Counter(steps(row) for row in train[:64])
+    assert set(head) == {1, 2} and 8 <= head[1] <= head[2] // 3, head
+    assert all(steps(row) == 2 for row in train[64:])
+    assert train[:64] != sorted(train[:64], key=steps)  # mixed in, not appended
     for row in splits["sft_eval.jsonl"]:
         assert len(re.findall(r" [+\-*/] ", row["expression"])) == 1
 
