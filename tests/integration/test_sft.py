@@ -59,6 +59,11 @@ def test_sft_writes_a_complete_merged_checkpoint(sft_run, tiny_model: Path) -> N
     metrics = json.loads((stage_dir / "metrics.json").read_text())
     train = metrics["train"]
     assert train["steps"] == 6 and train["train_tokens"] > 0 and train["runtime_s"] > 0
+    # 6 steps of 4 rows are 1.5 passes over the 16 rows: the tokens of the steps taken, as TRL
+    # counted them, not one pass over the rows
+    log = [json.loads(line) for line in (stage_dir / "trainer_log.jsonl").read_text().splitlines()]
+    counted = {r["step"]: r["num_tokens"] for r in log if "num_tokens" in r}
+    assert train["train_tokens"] == counted[6] > counted[4]
     assert train["loss_last"] < train["loss_first"]  # it learned something
     # weights changed vs base
     base, merged = _weights(tiny_model), _weights(model_dir)

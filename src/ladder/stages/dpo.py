@@ -94,12 +94,11 @@ def _trl_pairs(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _trained_tokens(trainer: Any, cfg: DPOStageConfig) -> int:
+def _trained_tokens(fitted: Any, cfg: DPOStageConfig) -> int:
     """Tokens the policy trained on: TRL's own count (``num_tokens``), else an estimate."""
-    logged = [r["num_tokens"] for r in trainer.state.log_history if isinstance(r.get("num_tokens"), (int, float))]
-    if logged:
-        return int(logged[-1])
-    data = trainer.train_dataset
+    if fitted.trained_tokens is not None:
+        return fitted.trained_tokens
+    data = fitted.trainer.train_dataset
     # Each pair is two sequences: prompt + chosen and prompt + rejected.
     tokens = sum(
         2 * len(p) + len(c) + len(r)
@@ -228,7 +227,7 @@ class DPO(BaseStage):
         fitted = fit(trainer, ctx, checkpoint)  # every process of a launch calls it
         if fitted is None:  # not the main process: the main one measures and publishes
             return StageResult(checkpoint)
-        tokens = _trained_tokens(trainer, cfg)
+        tokens = _trained_tokens(fitted, cfg)
         after, _ = heldout_preference(fitted.model, tokenizer, heldout, reference_scores=reference_scores, beta=beta,
                                       batch_size=cfg.eval_batch_size)
         if before is not None and after is not None:

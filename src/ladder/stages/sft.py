@@ -148,11 +148,13 @@ class SFT(BaseStage):
         cfg: SFTStageConfig = self.config
         trainer, facts = self.build_trainer(checkpoint, ctx)
         rows, tokenizer = facts["rows"], facts["tokenizer"]
-        tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
-        tokens = int(tokens * max(cfg.num_train_epochs, 1.0)) if cfg.max_steps < 0 else tokens
         fitted = fit(trainer, ctx, checkpoint)  # every process of a launch calls it
         if fitted is None:  # not the main process: the main one publishes, this result is discarded
             return StageResult(checkpoint)
+        tokens = fitted.trained_tokens
+        if tokens is None:  # a TRL that does not count them: the rows' tokens, once per epoch
+            tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+            tokens = int(tokens * max(cfg.num_train_epochs, 1.0)) if cfg.max_steps < 0 else tokens
         verify = [tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in rows[:3]]
         out = publish(fitted.model, tokenizer, ctx, parent=checkpoint, config=cfg, chat_template=facts["template"],
                       eos_ids=facts["eos_ids"], verify_texts=verify)

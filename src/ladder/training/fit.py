@@ -54,6 +54,13 @@ class Fitted:
     def history(self) -> list[dict[str, Any]]:
         return list(self.trainer.state.log_history)
 
+    @property
+    def trained_tokens(self) -> int | None:
+        """Tokens trained on, as TRL counted them (its last logged ``num_tokens``), if it did."""
+        logged = [r["num_tokens"] for r in self.trainer.state.log_history
+                  if isinstance(r.get("num_tokens"), (int, float))]
+        return int(logged[-1]) if logged else None
+
     def summary(self, *, tokens: int | None = None) -> dict[str, Any]:
         """The ``train`` section of ``metrics.json`` (see :func:`train_summary`)."""
         return train_summary(self.trainer.state.log_history, runtime_s=self.runtime_s, tokens=tokens)

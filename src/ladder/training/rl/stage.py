@@ -315,8 +315,7 @@ class RLStage(BaseStage):
         after, _ = heldout_preference(fitted.model, tokenizer, heldout, reference_scores=input_scores, beta=1.0,
                                       batch_size=cfg.eval_batch_size)
         history = fitted.history
-        tokens = numbers(history, "num_tokens")
-        summary = fitted.summary(tokens=int(tokens[-1]) if tokens else None)
+        summary = fitted.summary(tokens=fitted.trained_tokens)
         summary.update(first_last(history, "reward"))
         stage_metrics = self._stage_metrics(trainer, facts, history)
         if facts["scan"] is not None:
