@@ -24,7 +24,8 @@ Files (:func:`data_file` gives their paths):
 ``grpo_train.jsonl``    ``prompt`` + ``answer`` (+ ``expression``): two-step problems
                         (``a * b + c``, ``c + a * b``, ``a * b - c``, small numbers): SFT
                         shows a few of them worked step by step; GRPO rewards getting them right.
-                        12 one-step problems among the first 64, so stopping is rewarded too.
+                        Among the first 64, 12 one-step problems and 24 asked without the
+                        tags (the demo's GRPO stage sets ``instruction: null``).
 ``grpo_eval.jsonl``     held-out two-step problems for exact match.
 ======================  ====================================================================
 
@@ -90,9 +91,11 @@ _N_DPO_ARITH = 12
 _N_DPO_EVAL_ARITH = 10
 _N_GRPO_TRAIN = 300
 # GRPO's first rows (the demo scans and trains on its first 64, `scan_limit`) mix in one-step
-# problems: with two-step problems only, GRPO rewards "take another step" and the model carries it
-# over to questions one step answers (the arithmetic suite's regression, docs/benchmarks.md).
-_N_GRPO_ONE_STEP, _GRPO_MIXED = 12, 64
+# problems, and problems asked without the answer tags (the demo's GRPO stage sets `instruction:
+# null`, so a prompt asks for tags only where its text does): with tagged two-step problems only,
+# GRPO rewards "take another step" and the model carries it over to questions one step answers,
+# asked without tags (the arithmetic suite's regression, docs/benchmarks.md).
+_N_GRPO_ONE_STEP, _N_GRPO_UNTAGGED_TWO_STEP, _GRPO_MIXED = 12, 12, 64
 _N_SFT_TWO_STEP = 40
 _N_DPO_TWO_STEP = 12
 _N_GRPO_EVAL = 50
@@ -350,8 +353,8 @@ def _two_step_pool() -> dict[str, list[tuple[str, str, int]]]:
     return _splits(_two_step, "two-step", sizes)
 
 
-def _problem_row(text: str, expression: str, result: int) -> Row:
-    return {"prompt": _ask(text), "answer": str(result), "expression": expression}
+def _problem_row(text: str, expression: str, result: int, *, tagged: bool = True) -> Row:
+    return {"prompt": _ask(text) if tagged else text, "answer": str(result), "expression": expression}
 
 
 # --------------------------------------------------------------------------- hand-written text
@@ -492,12 +495,15 @@ def dpo_eval_rows() -> list[Row]:
 
 
 def grpo_train_rows() -> list[Row]:
-    """Problems ``{"prompt", "answer", "expression"}`` for GRPO: two-step ones, and among the
-    first ``_GRPO_MIXED`` rows (shuffled) ``_N_GRPO_ONE_STEP`` one-step ones too."""
+    """Problems ``{"prompt", "answer", "expression"}`` for GRPO: two-step ones asking for the
+    answer tags, and among the first ``_GRPO_MIXED`` rows (shuffled) ``_N_GRPO_ONE_STEP``
+    one-step and ``_N_GRPO_UNTAGGED_TWO_STEP`` two-step ones asked without them."""
     two, one = _two_step_pool()["grpo_train"], _one_step_pool()["grpo_train"]
-    head = two[: _GRPO_MIXED - len(one)]
-    mixed = _Rng("grpo-mixed").shuffled([*head, *one])
-    return [_problem_row(*p) for p in [*mixed, *two[len(head):]]]
+    tagged = _GRPO_MIXED - len(one) - _N_GRPO_UNTAGGED_TWO_STEP
+    head = [_problem_row(*p) for p in two[:tagged]]
+    head += [_problem_row(*p, tagged=False) for p in [*two[tagged : tagged + _N_GRPO_UNTAGGED_TWO_STEP], *one]]
+    rest = two[tagged + _N_GRPO_UNTAGGED_TWO_STEP:]
+    return [*_Rng("grpo-mixed").shuffled(head), *(_problem_row(*p) for p in rest)]
 
 
 def grpo_eval_rows() -> list[Row]:

@@ -153,10 +153,11 @@ def test_sft_rows(splits: dict[str, list[dict[str, Any]]]) -> None:
 def test_verifiable_rows_have_correct_answers(
     splits: dict[str, list[dict[str, Any]]], name: str
 ) -> None:
-    for row in splits[name]:
+    for i, row in enumerate(splits[name]):
         assert set(row) == {"prompt", "answer", "expression"}
         assert isinstance(row["answer"], str) and row["answer"].isdigit()
-        assert row["prompt"].endswith(ANSWER_INSTRUCTION)
+        # GRPO's first 64 rows ask some problems without the tags (the stage appends no instruction)
+        assert row["prompt"].endswith(ANSWER_INSTRUCTION) or (name == "grpo_train.jsonl" and i < 64), row
         assert _evaluate(row["expression"]) == int(row["answer"]), row
         assert _uses_only(_numbers(row["expression"]), _numbers(row["prompt"])), row
 
@@ -172,6 +173,10 @@ def test_grpo_problems_take_two_steps(splits: dict[str, list[dict[str, Any]]]) -
     head = Counter(steps(row) for row in train[:64])
     assert set(head) == {1, 2} and 8 <= head[1] <= head[2] // 3, head
     assert all(steps(row) == 2 for row in train[64:])
+    # ...and some asked without the answer tags, one- and two-step alike; every later row has them
+    untagged = Counter(steps(row) for row in train[:64] if not row["prompt"].endswith(ANSWER_INSTRUCTION))
+    assert untagged[1] == head[1] and 8 <= untagged[2] < head[2] // 2, untagged
+    assert all(row["prompt"].endswith(ANSWER_INSTRUCTION) for row in train[64:])
     assert train[:64] != sorted(train[:64], key=steps)  # mixed in, not appended
     for row in splits["sft_eval.jsonl"]:
         assert len(re.findall(r" [+\-*/] ", row["expression"])) == 1
