@@ -30,7 +30,8 @@ Files (:func:`data_file` gives their paths):
 ======================  ====================================================================
 
 Arithmetic prompts end with :data:`ANSWER_INSTRUCTION`, the instruction ladder's verifiable
-loader adds by default, so SFT teaches the exact format GRPO and the evaluations ask for.
+loader adds by default, so SFT teaches the exact format GRPO and the evaluations ask for; only
+GRPO's 24 untagged problems leave it out.
 Every held-out prompt is absent from every training file.
 
 Regenerate the shipped files (byte-identical) with::

@@ -29,10 +29,12 @@ class ScanResult:
     """What the scan found.
 
     Attributes:
-        kept: the rows to train on (pass rate strictly between 0 and 1), in their order.
+        kept: the rows to train on (pass rate strictly between 0 and 1, and the anchors
+            ``keep_solved`` picked among those passed every time), in their order.
         rates: each scanned row's pass rate, in order.
         metrics: ``scan_problems``, ``scan_samples``, ``scan_pass_at_1``, ``scan_pass_at_k``,
-            ``scan_always``, ``scan_never``, ``scan_kept`` and ``scan_reward`` (for ``stage_metrics``).
+            ``scan_always``, ``scan_never``, ``scan_kept``, ``scan_kept_solved`` and ``scan_reward`` (for
+            ``stage_metrics``).
     """
 
     kept: list[dict[str, Any]]
@@ -100,7 +102,7 @@ def learnability_scan(
         "scan_samples": samples,
         "scan_pass_at_1": sum(rates) / n,
         "scan_pass_at_k": sum(rate > 0 for rate in rates) / n,
-        "scan_always": sum(rate == 1.0 for rate in rates),
+        "scan_always": len(solved),
         "scan_never": sum(rate == 0.0 for rate in rates),
         "scan_kept": len(kept),
         "scan_kept_solved": len(anchors),
